@@ -1,0 +1,204 @@
+"""Settings of a hub process, read from command-line flags, then `CTIHUB_*` environment
+variables, then defaults. Validation is pure: a bad value raises `ConfigError` naming
+the setting, which the CLI prints as one line before exiting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; `str()` is the one line to show the operator."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"invalid setting {setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    sip_host: str = "0.0.0.0"
+    sip_port: int = 5060
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    database_url: str = ""  # empty: SQLite in the data dir
+    redis_url: str | None = None  # None: shared state and bus in the process
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 20999
+    # The address written into SDP and Contact; derived from sip_host when it is concrete.
+    public_address: str = ""
+    default_region: str = "GB"
+    demo: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'ctihub.db'}"
+
+    @property
+    def advertised_address(self) -> str:
+        if self.public_address:
+            return self.public_address
+        return "127.0.0.1" if self.sip_host in ("0.0.0.0", "::", "") else self.sip_host
+
+
+# (setting name, flag, environment variable)
+_SETTINGS = {
+    "data_dir": ("--data-dir", "CTIHUB_DATA_DIR"),
+    "sip_host": ("--sip-host", "CTIHUB_SIP_HOST"),
+    "sip_port": ("--sip-port", "CTIHUB_SIP_PORT"),
+    "http_host": ("--http-host", "CTIHUB_HTTP_HOST"),
+    "http_port": ("--http-port", "CTIHUB_HTTP_PORT"),
+    "database_url": ("--database-url", "CTIHUB_DATABASE_URL"),
+    "redis_url": ("--redis-url", "CTIHUB_REDIS_URL"),
+    "rtp_ports": ("--rtp-ports", "CTIHUB_RTP_PORTS"),
+    "public_address": ("--public-address", "CTIHUB_PUBLIC_ADDRESS"),
+    "default_region": ("--default-region", "CTIHUB_DEFAULT_REGION"),
+    "demo": ("--demo", "CTIHUB_DEMO"),
+    "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
+}
+
+
+def setting_label(name: str) -> str:
+    flag, env = _SETTINGS[name]
+    return f"{env} ({flag})"
+
+
+def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge flags (None = not given) over environment over defaults, and validate."""
+    env = os.environ if environ is None else environ
+
+    def raw(name: str) -> str | None:
+        value = flags.get(name)
+        if value is not None:
+            return str(value)
+        return env.get(_SETTINGS[name][1])
+
+    def text(name: str, default: str) -> str:
+        value = raw(name)
+        return default if value is None else value.strip()
+
+    rtp_min, rtp_max = _port_range("rtp_ports", text("rtp_ports", "20000-20999"))
+    demo_flag = flags.get("demo")
+    demo = bool(demo_flag) if demo_flag else _boolean("demo", env.get("CTIHUB_DEMO", "false"))
+    redis_url = text("redis_url", "") or None
+    database_url = text("database_url", "")
+    settings = Settings(
+        data_dir=Path(text("data_dir", "./var") or "./var"),
+        sip_host=_host("sip_host", text("sip_host", "0.0.0.0")),
+        sip_port=_port("sip_port", text("sip_port", "5060")),
+        http_host=_host("http_host", text("http_host", "0.0.0.0")),
+        http_port=_port("http_port", text("http_port", "8080")),
+        database_url=_database_url(database_url) if database_url else "",
+        redis_url=_redis_url(redis_url) if redis_url else None,
+        rtp_port_min=rtp_min,
+        rtp_port_max=rtp_max,
+        public_address=_host("public_address", text("public_address", "")) if text("public_address", "") else "",
+        default_region=_region(text("default_region", "GB")),
+        demo=demo,
+        log_level=_log_level(text("log_level", "INFO")),
+    )
+    _data_dir_usable(settings.data_dir)
+    return settings
+
+
+def _port(name: str, value: str) -> int:
+    if not re.fullmatch(r"\d{1,5}", value) or int(value) > 65535:
+        raise ConfigError(setting_label(name), f"{value!r} is not a port number (0-65535)")
+    return int(value)
+
+
+def _port_range(name: str, value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", value)
+    if not match:
+        raise ConfigError(setting_label(name), f"{value!r} is not a port range like 20000-20999")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not (1024 <= low <= high <= 65535):
+        raise ConfigError(setting_label(name), f"{value!r} must lie within 1024-65535 with the low port first")
+    if high - low < 1:
+        raise ConfigError(setting_label(name), f"{value!r} holds fewer than 2 ports (RTP and RTCP need a pair)")
+    return low, high
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _host(name: str, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if _HOSTNAME.match(value):
+        return value
+    raise ConfigError(setting_label(name), f"{value!r} is neither an IP address nor a host name")
+
+
+def _database_url(value: str) -> str:
+    label = setting_label("database_url")
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(label, f"{value!r} is not a database URL") from None
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigError(
+            label, f"driver {url.drivername!r} is not supported; use sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    if url.drivername.startswith("postgresql") and not url.database:
+        raise ConfigError(label, "the PostgreSQL URL names no database")
+    return value
+
+
+def _redis_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(setting_label("redis_url"), f"{value!r} is not a redis://, rediss:// or unix:// URL")
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigError(setting_label("redis_url"), f"{value!r} names no host")
+    try:
+        parsed.port
+    except ValueError:
+        raise ConfigError(setting_label("redis_url"), f"{value!r} has a bad port") from None
+    return value
+
+
+def _region(value: str) -> str:
+    import phonenumbers
+
+    region = value.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(setting_label("default_region"), f"{value!r} is not an ISO 3166 region code that phone numbers use")
+    return region
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(setting_label("log_level"), f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _boolean(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(setting_label(name), f"{value!r} is not a boolean (true/false)")
+
+
+def _data_dir_usable(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(setting_label("data_dir"), f"{str(path)!r} exists and is not a directory")

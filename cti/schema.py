@@ -1,0 +1,4 @@
+"""Imports every module that defines tables, so that Base.metadata is complete."""
+
+import crm_sync.schema  # noqa: F401
+import cti.directory.schema  # noqa: F401
