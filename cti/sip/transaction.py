@@ -1,0 +1,468 @@
+"""SIP transactions over an unreliable transport (RFC 3261 §17, RFC 6026), sans I/O.
+
+Owns: matching datagrams to transactions, retransmission and timeout timers (A-K as
+they apply to the hub's roles), absorbing retransmitted requests, the automatic
+100 Trying, and the §8.2 request checks before a request reaches the transaction user.
+Must never: touch a socket, a clock or asyncio. Time comes in as `now`; timers go out
+as `StartTimer`/`CancelTimer` commands and come back through `timer_fired`.
+
+The retransmission of a 2xx to INVITE until its ACK (RFC 3261 §13.3.1.4) is done here,
+in the RFC 6026 "Accepted" state, so that the dialog layer stays free of timers.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+from cti.sip.message import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    build_response,
+    parse_message,
+    response_for_parse_error,
+    serialize,
+)
+from cti.sip.uri import Via
+from cti.sip.validation import check_request
+
+Address = tuple[str, int]
+
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+# --- commands (what the adapter must do) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendDatagram:
+    data: bytes
+    destination: Address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTimer:
+    key: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer:
+    key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverRequest:
+    """A new request for the transaction user; answer it with `send_response(transaction, ...)`."""
+
+    request: SipRequest
+    transaction: str
+    source: Address
+    cancels: str | None = None  # for CANCEL: the INVITE transaction it matches, if any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverAck:
+    """An ACK for a 2xx (it belongs to the dialog, not to a transaction)."""
+
+    request: SipRequest
+    source: Address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverResponse:
+    response: SipResponse
+    transaction: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportTimeout:
+    """A client transaction got no final response (Timer B/F), or a 2xx got no ACK (Timer H/L)."""
+
+    transaction: str
+    what: str  # "no_response" or "no_ack"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log:
+    level: str  # "debug", "info", "warning"
+    message: str
+
+
+Command = SendDatagram | StartTimer | CancelTimer | DeliverRequest | DeliverAck | DeliverResponse | ReportTimeout | Log
+
+
+class ServerState(enum.Enum):
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # INVITE answered 2xx, retransmitting it until the ACK (RFC 6026)
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class ClientState(enum.Enum):
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+
+# Legal state changes of a server transaction: one table, checked on every change.
+_SERVER_TRANSITIONS: dict[ServerState, frozenset[ServerState]] = {
+    ServerState.TRYING: frozenset({ServerState.PROCEEDING, ServerState.COMPLETED, ServerState.ACCEPTED}),
+    ServerState.PROCEEDING: frozenset({ServerState.PROCEEDING, ServerState.COMPLETED, ServerState.ACCEPTED}),
+    ServerState.ACCEPTED: frozenset({ServerState.TERMINATED}),
+    ServerState.COMPLETED: frozenset({ServerState.CONFIRMED, ServerState.TERMINATED}),
+    ServerState.CONFIRMED: frozenset({ServerState.TERMINATED}),
+    ServerState.TERMINATED: frozenset(),
+}
+
+_CLIENT_TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
+    ClientState.TRYING: frozenset({ClientState.PROCEEDING, ClientState.COMPLETED, ClientState.TERMINATED}),
+    ClientState.PROCEEDING: frozenset({ClientState.PROCEEDING, ClientState.COMPLETED, ClientState.TERMINATED}),
+    ClientState.COMPLETED: frozenset({ClientState.TERMINATED}),
+    ClientState.TERMINATED: frozenset(),
+}
+
+
+class TransactionError(RuntimeError):
+    """The transaction user misused the layer (unknown transaction, response in a final state)."""
+
+
+@dataclass(slots=True)
+class _ServerTransaction:
+    key: str
+    method: str
+    request: SipRequest
+    destination: Address
+    state: ServerState = ServerState.TRYING
+    last_response: bytes | None = None
+    dialog_key: tuple[str, int] | None = None  # (Call-ID, CSeq) while ACCEPTED
+    retransmit_interval: float = T1
+
+    def move(self, new: ServerState) -> None:
+        if new not in _SERVER_TRANSITIONS[self.state]:
+            raise TransactionError(f"server transaction {self.key}: {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+
+@dataclass(slots=True)
+class _ClientTransaction:
+    key: str
+    method: str
+    data: bytes
+    destination: Address
+    state: ClientState = ClientState.TRYING
+    retransmit_interval: float = T1
+
+
+@dataclass
+class TransactionLayer:
+    """All transactions of one SIP transport endpoint."""
+
+    allowed_methods: frozenset[str]
+    supported_extensions: frozenset[str] = frozenset()
+    accepted_content_types: frozenset[str] = frozenset({"application/sdp"})
+    t1: float = T1
+    t2: float = T2
+    t4: float = T4
+    _servers: dict[str, _ServerTransaction] = field(default_factory=dict)
+    _accepted: dict[tuple[str, int], str] = field(default_factory=dict)
+    _clients: dict[str, _ClientTransaction] = field(default_factory=dict)
+    _serial: "itertools.count[int]" = field(default_factory=itertools.count)
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, source: Address, now: float) -> list[Command]:
+        """One UDP datagram arrived from `source`."""
+        if not data.strip(b"\r\n"):
+            return []  # keep-alive (RFC 5626 CRLF ping)
+        try:
+            message = parse_message(data)
+        except SipParseError as err:
+            return self._reject_unparsable(err, source)
+        if isinstance(message, SipResponse):
+            return self._response_received(message)
+        try:
+            return self._request_received(message, source)
+        except SipParseError as err:
+            # A header the matching needs (Via, CSeq) is unusable.
+            err.partial = err.partial or message
+            return self._reject_unparsable(err, source)
+
+    def timer_fired(self, key: str, now: float) -> list[Command]:
+        kind, _, txn_key = key.partition(":")
+        if txn_key in self._servers:
+            return self._server_timer(kind, self._servers[txn_key])
+        if txn_key in self._clients:
+            return self._client_timer(kind, self._clients[txn_key])
+        return []
+
+    # --- transaction user's calls ----------------------------------------------------
+
+    def send_response(self, transaction: str, response: SipResponse, now: float) -> list[Command]:
+        txn = self._servers.get(transaction)
+        if txn is None:
+            raise TransactionError(f"no server transaction {transaction!r}")
+        if txn.state not in (ServerState.TRYING, ServerState.PROCEEDING):
+            raise TransactionError(f"server transaction {transaction!r} already sent a final response")
+        data = serialize(response)
+        txn.last_response = data
+        commands: list[Command] = [SendDatagram(data=data, destination=txn.destination)]
+        if response.status < 200:
+            txn.move(ServerState.PROCEEDING)
+            return commands
+        if txn.method == "INVITE" and response.status < 300:
+            txn.move(ServerState.ACCEPTED)
+            txn.dialog_key = (txn.request.call_id, txn.request.cseq[0])
+            self._accepted[txn.dialog_key] = txn.key
+            txn.retransmit_interval = self.t1
+            commands += [
+                StartTimer(key=f"G:{txn.key}", delay=self.t1),
+                StartTimer(key=f"H:{txn.key}", delay=64 * self.t1),
+            ]
+            return commands
+        txn.move(ServerState.COMPLETED)
+        if txn.method == "INVITE":
+            txn.retransmit_interval = self.t1
+            commands += [
+                StartTimer(key=f"G:{txn.key}", delay=self.t1),
+                StartTimer(key=f"H:{txn.key}", delay=64 * self.t1),
+            ]
+        else:
+            commands.append(StartTimer(key=f"J:{txn.key}", delay=64 * self.t1))
+        return commands
+
+    def send_request(self, request: SipRequest, destination: Address, now: float) -> tuple[str, list[Command]]:
+        """Start a non-INVITE client transaction (BYE, OPTIONS, NOTIFY...)."""
+        if request.method in ("INVITE", "ACK"):
+            raise TransactionError("INVITE client transactions arrive with the B2BUA; ACK has none")
+        key = self._client_key(request.top_via.branch or "", request.method)
+        data = serialize(request)
+        txn = _ClientTransaction(key=key, method=request.method, data=data, destination=destination)
+        self._clients[key] = txn
+        return key, [
+            SendDatagram(data=data, destination=destination),
+            StartTimer(key=f"E:{key}", delay=self.t1),
+            StartTimer(key=f"F:{key}", delay=64 * self.t1),
+        ]
+
+    def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> list[Command]:
+        """For an ACK to a 2xx, which has no transaction."""
+        return [SendDatagram(data=serialize(message), destination=destination)]
+
+    def is_pending(self, transaction: str) -> bool:
+        """True while a server transaction still awaits its final response."""
+        txn = self._servers.get(transaction)
+        return txn is not None and txn.state in (ServerState.TRYING, ServerState.PROCEEDING)
+
+    @property
+    def active_transactions(self) -> int:
+        return len(self._servers) + len(self._clients)
+
+    # --- requests --------------------------------------------------------------------
+
+    def _request_received(self, request: SipRequest, source: Address) -> list[Command]:
+        via = request.top_via
+        request, destination = _stamp_received(request, via, source)
+        key = self._server_key(request)
+        if request.method == "ACK":
+            return self._ack_received(request, key, source)
+        existing = self._servers.get(key)
+        if existing is not None:
+            return self._retransmission(existing)
+
+        txn = _ServerTransaction(key=key, method=request.method, request=request, destination=destination)
+        self._servers[key] = txn
+        rejection = check_request(
+            request,
+            allowed_methods=self.allowed_methods,
+            supported_extensions=self.supported_extensions,
+            accepted_content_types=self.accepted_content_types,
+        )
+        if rejection is not None:
+            return [
+                Log(level="info", message=f"{request.method} from {source[0]}:{source[1]} rejected: {rejection.status} {rejection.reason}"),
+                *self.send_response(key, rejection, 0.0),
+            ]
+        commands: list[Command] = []
+        if request.method == "INVITE":
+            commands += self.send_response(key, build_response(request, 100), 0.0)
+        cancels = None
+        if request.method == "CANCEL":
+            invite_key = self._server_key(request, method="INVITE")
+            cancels = invite_key if invite_key in self._servers else None
+        commands.append(DeliverRequest(request=request, transaction=key, source=source, cancels=cancels))
+        return commands
+
+    def _retransmission(self, txn: _ServerTransaction) -> list[Command]:
+        # RFC 3261 §17.2.1/§17.2.2: resend the last response; in TRYING there is none yet.
+        if txn.state in (ServerState.PROCEEDING, ServerState.COMPLETED) and txn.last_response is not None:
+            return [SendDatagram(data=txn.last_response, destination=txn.destination)]
+        return []  # ACCEPTED: the 2xx is retransmitted on its own timer; absorb.
+
+    def _ack_received(self, ack: SipRequest, key: str, source: Address) -> list[Command]:
+        invite_key = self._server_key(ack, method="INVITE")
+        txn = self._servers.get(invite_key)
+        if txn is not None and txn.state == ServerState.COMPLETED:
+            txn.move(ServerState.CONFIRMED)
+            return [
+                CancelTimer(key=f"G:{txn.key}"),
+                CancelTimer(key=f"H:{txn.key}"),
+                StartTimer(key=f"I:{txn.key}", delay=self.t4),
+            ]
+        if txn is not None and txn.state == ServerState.CONFIRMED:
+            return []  # retransmitted ACK for a non-2xx
+        dialog_key = (ack.call_id, ack.cseq[0])
+        accepted_key = self._accepted.pop(dialog_key, None)
+        commands: list[Command] = []
+        if accepted_key is not None:
+            accepted = self._servers.pop(accepted_key)
+            accepted.move(ServerState.TERMINATED)
+            commands += [CancelTimer(key=f"G:{accepted_key}"), CancelTimer(key=f"H:{accepted_key}")]
+        commands.append(DeliverAck(request=ack, source=source))
+        return commands
+
+    def _reject_unparsable(self, err: SipParseError, source: Address) -> list[Command]:
+        response = response_for_parse_error(err)
+        if response is None:
+            return [Log(level="warning", message=f"dropped unparsable datagram from {source[0]}:{source[1]}: {err.reason}")]
+        destination = source
+        try:
+            _, destination = _stamp_received(err.partial, err.partial.top_via, source) if err.partial else (None, source)
+        except SipParseError:
+            destination = source
+        return [
+            Log(level="warning", message=f"bad request from {source[0]}:{source[1]}: {err.reason}; answered {response.status}"),
+            SendDatagram(data=serialize(response), destination=destination),
+        ]
+
+    def _server_timer(self, kind: str, txn: _ServerTransaction) -> list[Command]:
+        if kind == "G" and txn.state in (ServerState.COMPLETED, ServerState.ACCEPTED) and txn.last_response:
+            txn.retransmit_interval = min(2 * txn.retransmit_interval, self.t2)
+            return [
+                SendDatagram(data=txn.last_response, destination=txn.destination),
+                StartTimer(key=f"G:{txn.key}", delay=txn.retransmit_interval),
+            ]
+        if kind == "H" and txn.state in (ServerState.COMPLETED, ServerState.ACCEPTED):
+            was_accepted = txn.state == ServerState.ACCEPTED
+            self._drop_server(txn)
+            commands: list[Command] = [CancelTimer(key=f"G:{txn.key}")]
+            if was_accepted:
+                commands.append(ReportTimeout(transaction=txn.key, what="no_ack"))
+            else:
+                commands.append(Log(level="info", message=f"no ACK for the final response of {txn.key}"))
+            return commands
+        if kind in ("I", "J") and txn.state in (ServerState.CONFIRMED, ServerState.COMPLETED):
+            self._drop_server(txn)
+        return []
+
+    def _drop_server(self, txn: _ServerTransaction) -> None:
+        txn.move(ServerState.TERMINATED)
+        self._servers.pop(txn.key, None)
+        if txn.dialog_key is not None:
+            self._accepted.pop(txn.dialog_key, None)
+
+    # --- responses -------------------------------------------------------------------
+
+    def _response_received(self, response: SipResponse) -> list[Command]:
+        try:
+            branch = response.top_via.branch or ""
+            method = response.cseq[1]
+        except SipParseError as err:
+            return [Log(level="debug", message=f"dropped response with unusable Via/CSeq: {err.reason}")]
+        txn = self._clients.get(self._client_key(branch, method))
+        if txn is None:
+            return [Log(level="debug", message=f"dropped stray {response.status} response (no transaction)")]
+        if txn.state == ClientState.COMPLETED:
+            return []  # retransmitted final response
+        if response.status < 200:
+            txn.state = ClientState.PROCEEDING
+            return [DeliverResponse(response=response, transaction=txn.key)]
+        txn.state = ClientState.COMPLETED
+        return [
+            CancelTimer(key=f"E:{txn.key}"),
+            CancelTimer(key=f"F:{txn.key}"),
+            StartTimer(key=f"K:{txn.key}", delay=self.t4),
+            DeliverResponse(response=response, transaction=txn.key),
+        ]
+
+    def _client_timer(self, kind: str, txn: _ClientTransaction) -> list[Command]:
+        if kind == "E" and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
+            # §17.1.2.2: in PROCEEDING retransmit every T2.
+            txn.retransmit_interval = (
+                self.t2 if txn.state == ClientState.PROCEEDING else min(2 * txn.retransmit_interval, self.t2)
+            )
+            return [
+                SendDatagram(data=txn.data, destination=txn.destination),
+                StartTimer(key=f"E:{txn.key}", delay=txn.retransmit_interval),
+            ]
+        if kind == "F" and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
+            txn.state = ClientState.TERMINATED
+            del self._clients[txn.key]
+            return [CancelTimer(key=f"E:{txn.key}"), ReportTimeout(transaction=txn.key, what="no_response")]
+        if kind == "K" and txn.state == ClientState.COMPLETED:
+            txn.state = ClientState.TERMINATED
+            del self._clients[txn.key]
+        return []
+
+    # --- matching --------------------------------------------------------------------
+
+    def _server_key(self, request: SipRequest, *, method: str | None = None) -> str:
+        via = request.top_via
+        method = method or request.method
+        if method == "ACK":
+            method = "INVITE"
+        branch = via.branch or ""
+        if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+            return f"{branch}|{via.host}:{via.port or 5060}|{method}"
+        # RFC 2543 peers: match on the request's identifying headers (§17.2.3).
+        to_tag = request.to.tag if method != "INVITE" or request.method != "ACK" else None
+        return "|".join(
+            str(part)
+            for part in (
+                "2543",
+                request.call_id,
+                request.cseq[0],
+                method,
+                request.from_.tag,
+                to_tag,
+                f"{via.host}:{via.port or 5060}",
+                branch,
+            )
+        )
+
+    @staticmethod
+    def _client_key(branch: str, method: str) -> str:
+        return f"c|{branch}|{'INVITE' if method == 'ACK' else method}"
+
+
+def _stamp_received(request: SipRequest, via: Via, source: Address) -> tuple[SipRequest, Address]:
+    """Apply RFC 3261 §18.2.1 `received` and RFC 3581 `rport`; return where responses go."""
+    source_host, source_port = source
+    via_host = via.host.strip("[]")  # IPv6 references keep their brackets in a Via
+    updates: dict[str, str] = {}
+    if via_host != source_host:
+        updates["received"] = source_host
+    wants_rport = via.rport is not None
+    if wants_rport:
+        updates["rport"] = str(source_port)
+        updates["received"] = source_host
+    if not updates:
+        return request, (via_host, via.port or 5060)
+    stamped = via.with_params(**updates)
+    vias = request.headers.get_all("Via")
+    request.headers.remove("Via")
+    request.headers.add("Via", str(stamped))
+    for value in vias[1:]:
+        request.headers.add("Via", value)
+    if wants_rport:
+        return request, source
+    return request, (source_host, via.port or 5060)
