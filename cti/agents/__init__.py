@@ -1,0 +1,1 @@
+"""Agent sessions: login tokens and the websockets that carry screen pops."""

@@ -1,0 +1,204 @@
+"""Wiring: the one place that builds every service of a hub process and starts and
+stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_sync.demo import seed_demo_crm
+from crm_sync.store import CrmStore
+from cti.agents.sessions import SessionRegistry
+from cti.bus import EventBus, make_bus
+from cti.calls.leg import ALLOWED_METHODS
+from cti.calls.service import VoiceService
+from cti.center import ContactCenter
+from cti.config import Settings
+from cti.db import make_engine, make_sessionmaker, migrate
+from cti.directory.demo import DEMO_PASSWORD, DEMO_USERS, seed_demo_directory
+from cti.directory.store import Directory, DirectoryStore
+from cti.media.endpoint import MediaPorts
+from cti.media.ports import PortPairAllocator
+from cti.sip.transaction import TransactionLayer
+from cti.sip.transport import SipUdpEndpoint
+from cti.web.server import close_websockets, make_app
+from ivr.flows import FlowTable
+from routing import AgentProfile, AgentState, QueueConfig, Router
+
+log = logging.getLogger("cti")
+
+SHUTDOWN_BYE_WAIT_S = 2.0
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    answer_delay_s: float = 0.5
+    offer_timeout_s: float = 20.0
+    logout_grace_s: float = 15.0
+    engine: AsyncEngine | None = None
+    bus: EventBus | None = None
+    center: ContactCenter | None = None
+    voice: VoiceService | None = None
+    sip: SipUdpEndpoint | None = None
+    media: MediaPorts | None = None
+    directory: Directory | None = None
+    http_runner: web.AppRunner | None = None
+    http_address: tuple[str, int] | None = None
+    sip_address: tuple[str, int] | None = None
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    _database_ok: bool = False
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.effective_database_url)
+        await migrate(self.engine)
+        self._database_ok = True
+        sessionmaker = make_sessionmaker(self.engine)
+        directory_store = DirectoryStore(sessionmaker)
+        crm = CrmStore(sessionmaker)
+        if settings.demo:
+            await seed_demo_directory(directory_store)
+            await seed_demo_crm(sessionmaker)
+        self.directory = directory = await directory_store.load()
+
+        self.bus = make_bus(settings.redis_url)
+        router = Router(
+            [QueueConfig(name=q.name, required_skills=frozenset(q.required_skills)) for q in directory.queues.values()],
+            [AgentProfile(agent_id=a.username, skills=frozenset(a.skills)) for a in directory.agents.values()],
+        )
+        loop = asyncio.get_running_loop()
+        sessions = SessionRegistry(clock=loop.time)
+        self.center = center = ContactCenter(
+            router=router,
+            bus=self.bus,
+            crm=crm,
+            sessions=sessions,
+            default_region=settings.default_region,
+            offer_timeout_s=self.offer_timeout_s,
+            logout_grace_s=self.logout_grace_s,
+            clock=loop.time,
+        )
+        self.media = MediaPorts(
+            settings.sip_host if settings.sip_host not in ("0.0.0.0", "::") else "0.0.0.0",
+            PortPairAllocator(settings.rtp_port_min, settings.rtp_port_max),
+        )
+        self.voice = VoiceService(
+            endpoint=None,
+            flows=FlowTable(directory.numbers),
+            media=self.media,
+            sink=center,
+            advertised_host=settings.advertised_address,
+            answer_delay_s=self.answer_delay_s,
+        )
+        self.sip = SipUdpEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
+        self.voice.endpoint = self.sip
+        center.attach_voice(self.voice)
+        self.sip_address = await self.sip.start(settings.sip_host, settings.sip_port)
+
+        app = make_app(
+            sessions=sessions, center=center, directory=directory_store, registry=self.registry, health=self.health
+        )
+        app.on_shutdown.append(close_websockets)
+        self.http_runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, settings.http_host, settings.http_port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.http_address = (settings.http_host, sockets[0].getsockname()[1] if sockets else settings.http_port)
+        self.registry.register(_HubCollector(self))
+
+    async def health(self) -> dict[str, object]:
+        database = False
+        if self.engine is not None:
+            try:
+                async with self.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+                database = True
+            except Exception as exc:  # reported, not raised: /healthz must answer
+                log.warning("database health check failed: %s", exc)
+        return {
+            "sip": self.sip is not None and self.sip.running,
+            "http": self.http_runner is not None,
+            "database": database,
+            "bus": "redis" if self.settings.redis_url else "in-process",
+            "active_calls": self.voice.active_calls if self.voice else 0,
+        }
+
+    async def stop(self) -> None:
+        """Calls in progress get a BYE, websockets a close frame, then everything closes."""
+        if self.voice is not None:
+            self.voice.hang_up_all()
+            deadline = asyncio.get_running_loop().time() + SHUTDOWN_BYE_WAIT_S
+            while self.voice.active_calls and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await self.voice.wait_idle()
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+        if self.center is not None:
+            await self.center.drain()
+        if self.sip is not None:
+            self.sip.close()
+        if self.media is not None:
+            self.media.close_all()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    def banner(self) -> str:
+        assert self.sip_address and self.http_address
+        sip_host, sip_port = self.sip_address
+        http_host, http_port = self.http_address
+        lines = [
+            f"CTI Hub listening: SIP udp:{sip_host}:{sip_port}, HTTP http://{http_host}:{http_port}",
+            f"  database: {self.settings.effective_database_url.split('@')[-1]}",
+            f"  state and bus: {'Redis ' + self.settings.redis_url if self.settings.redis_url else 'in-process'}",
+        ]
+        if self.directory is not None:
+            for number, queue in sorted(self.directory.numbers.items()):
+                lines.append(f"  dial {number} -> queue {queue}")
+        if self.settings.demo:
+            agents = ", ".join(u.username for u in DEMO_USERS if u.role == "agent")
+            lines.append(f"  demo logins (password '{DEMO_PASSWORD}', demo only): {agents}; super1, qa1, admin")
+        return "\n".join(lines)
+
+
+class _HubCollector:
+    """Prometheus metrics read from the live services at scrape time."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self) -> list[object]:
+        hub = self._hub
+        calls = GaugeMetricFamily("ctihub_active_calls", "Calls with a live caller leg")
+        calls.add_metric([], hub.voice.active_calls if hub.voice else 0)
+        contacts = GaugeMetricFamily("ctihub_active_contacts", "Contacts between arrival and their written interaction")
+        contacts.add_metric([], hub.center.active_contacts if hub.center else 0)
+        rtp = GaugeMetricFamily("ctihub_rtp_endpoints_open", "RTP endpoints (port pairs) open")
+        rtp.add_metric([], hub.media.open_endpoints if hub.media else 0)
+        sip_in = CounterMetricFamily("ctihub_sip_datagrams_received", "SIP datagrams received")
+        sip_in.add_metric([], hub.sip.datagrams_received if hub.sip else 0)
+        sip_failed = CounterMetricFamily("ctihub_sip_datagrams_failed", "SIP datagrams whose processing raised")
+        sip_failed.add_metric([], hub.sip.datagrams_failed if hub.sip else 0)
+        agents = GaugeMetricFamily("ctihub_agents", "Agents by state", labels=["state"])
+        if hub.center is not None and hub.directory is not None:
+            counts = {state.value: 0 for state in AgentState}
+            for username in hub.directory.agents:
+                counts[hub.center.router.agent_state(username).value] += 1
+            for state, count in counts.items():
+                agents.add_metric([state], count)
+        return [calls, contacts, rtp, sip_in, sip_failed, agents]

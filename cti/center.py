@@ -1,0 +1,444 @@
+"""The contact center: joins the call legs, the router, the CRM and the agents' sessions.
+
+Owns: the life of a contact from arrival to its written interaction; carrying out the
+router's commands (offers, withdrawals, state announcements); building the screen pop;
+the offer timeout. Every outbound fact leaves through `_publish`, once, to the bus and to
+the agents concerned.
+Must never: parse SIP or touch sockets (the voice service does), or decide routing
+(the pure router does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from crm_sync.phones import normalize_phone
+from crm_sync.profile import CustomerProfile, CustomerSummary
+from crm_sync.store import CrmStore
+from cti import events as ev
+from cti.agents.sessions import SessionRegistry
+from cti.bus import EventBus
+from routing import (
+    AgentState,
+    AnnounceAgentState,
+    AnnounceQueued,
+    OfferContact,
+    Router,
+    RoutingError,
+    WithdrawOffer,
+)
+
+log = logging.getLogger(__name__)
+
+PROFILE_MASKED_FIELDS = ("number",)  # full account numbers stay out of agents' pops
+
+
+class VoiceControl(Protocol):
+    def hang_up(self, call_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerIdentity:
+    matches: tuple[CustomerSummary, ...]
+    profile: CustomerProfile | None  # when exactly one customer matches
+
+
+@dataclass(slots=True, kw_only=True)
+class Contact:
+    contact_id: str
+    call_id: str
+    channel: str
+    caller: str
+    caller_e164: str | None
+    dialled: str
+    queue: str
+    started_at: datetime
+    identity: "asyncio.Task[CallerIdentity]"
+    queued_at: float | None = None  # monotonic, once the hub answered and routing has it
+    answered_at: datetime | None = None
+    agent_id: str | None = None  # accepted by
+    offered_to: str | None = None
+    matched_skills: tuple[str, ...] = ()
+    ended: bool = False
+
+
+class CenterError(Exception):
+    """An agent's request cannot be carried out; `code` is a stable slug for clients."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class ContactCenter:
+    router: Router
+    bus: EventBus
+    crm: CrmStore
+    sessions: SessionRegistry
+    default_region: str = "GB"
+    offer_timeout_s: float = 20.0
+    logout_grace_s: float = 15.0
+    clock: Callable[[], float] = field(default_factory=lambda: asyncio.get_running_loop().time)
+    _voice: VoiceControl | None = None
+    _contacts: dict[str, Contact] = field(default_factory=dict)
+    _by_call: dict[str, str] = field(default_factory=dict)
+    _offer_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _logout_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _background: set["asyncio.Task[Any]"] = field(default_factory=set)
+    contacts_handled: dict[str, int] = field(default_factory=dict)
+
+    def attach_voice(self, voice: VoiceControl) -> None:
+        self._voice = voice
+
+    # --- voice side ------------------------------------------------------------------
+
+    def call_arrived(self, *, call_id: str, caller: str, dialled: str, queue: str) -> Contact:
+        """A caller's INVITE for a served number: the CRM lookup starts at once, in parallel
+        with ringing, so that the profile is ready when an agent is offered the call."""
+        caller_e164 = normalize_phone(caller, default_region=self.default_region)
+        contact = Contact(
+            contact_id="ct_" + uuid.uuid4().hex[:16],
+            call_id=call_id,
+            channel="voice",
+            caller=caller,
+            caller_e164=caller_e164,
+            dialled=dialled,
+            queue=queue,
+            started_at=_utc_now(),
+            identity=asyncio.create_task(self._identify(caller)),
+        )
+        self._contacts[contact.contact_id] = contact
+        self._by_call[call_id] = contact.contact_id
+        self._publish(
+            ev.CallOffered(
+                occurred_at=contact.started_at,
+                call_id=call_id,
+                caller=caller,
+                caller_e164=caller_e164,
+                dialled=dialled,
+                queue=queue,
+            )
+        )
+        return contact
+
+    def call_answered_by_hub(self, call_id: str) -> None:
+        """The hub answered the caller; the contact now waits for an agent."""
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.ended:
+            return
+        contact.queued_at = self.clock()
+        self._execute(self.router.contact_arrived(contact.contact_id, contact.queue, self.clock()))
+
+    async def call_ended(self, call_id: str, *, ended_by: str) -> None:
+        """The caller's leg is over, whoever ended it: settle routing and write the interaction."""
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.ended:
+            return
+        contact.ended = True
+        self._cancel_offer_timer(contact.contact_id)
+        now = self.clock()
+        agent = contact.agent_id
+        if agent is not None:
+            outcome = "completed"
+            self._execute(self.router.contact_finished(contact.contact_id, now))
+            self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
+        else:
+            outcome = "abandoned" if ended_by == "caller" else "failed"
+            if contact.queued_at is not None:
+                self._execute(self.router.contact_abandoned(contact.contact_id, now))
+                self._publish(
+                    ev.ContactAbandoned(
+                        occurred_at=_utc_now(),
+                        contact_id=contact.contact_id,
+                        queue=contact.queue,
+                        waited_s=round(now - contact.queued_at, 3),
+                    )
+                )
+        ended_at = _utc_now()
+        self._publish(
+            ev.CallEnded(occurred_at=ended_at, call_id=call_id, ended_by=ended_by, outcome=outcome, agent_id=agent)
+        )
+        await self._record_interaction(contact, outcome=outcome, ended_at=ended_at)
+        self._contacts.pop(contact.contact_id, None)
+        self._by_call.pop(call_id, None)
+
+    # --- agents ----------------------------------------------------------------------
+
+    def agent_connected(self, username: str) -> None:
+        timer = self._logout_timers.pop(username, None)
+        if timer is not None:
+            timer.cancel()
+        if self.router.agent_state(username) == AgentState.OFFLINE:
+            self._execute(self.router.agent_logged_in(username, self.clock()))
+            self._publish(ev.AgentLoggedIn(occurred_at=_utc_now(), agent_id=username))
+
+    def agent_disconnected(self, username: str) -> None:
+        """The agent's last websocket closed: log them out after a grace period, so that a
+        reload or a network blip does not cost them their state or an offered call."""
+        if self.sessions.connected(username):
+            return
+        loop = asyncio.get_running_loop()
+        old = self._logout_timers.pop(username, None)
+        if old is not None:
+            old.cancel()
+        self._logout_timers[username] = loop.call_later(self.logout_grace_s, self.log_out, username)
+
+    def log_out(self, username: str) -> None:
+        self._logout_timers.pop(username, None)
+        if self.router.agent_state(username) == AgentState.OFFLINE:
+            return
+        self._execute(self.router.agent_logged_out(username, self.clock()))
+        self._publish(ev.AgentLoggedOut(occurred_at=_utc_now(), agent_id=username))
+
+    def set_state(self, username: str, state: str, reason: str | None = None) -> None:
+        try:
+            wanted = AgentState(state)
+        except ValueError:
+            raise CenterError("bad_state", f"state must be available, away or offline; got {state!r}") from None
+        if wanted not in (AgentState.AVAILABLE, AgentState.AWAY, AgentState.OFFLINE):
+            raise CenterError("bad_state", f"an agent cannot ask for {state!r}")
+        if wanted == AgentState.OFFLINE:
+            self.log_out(username)
+            return
+        self._route(lambda now: self.router.agent_state_requested(username, wanted, now, reason))
+
+    def accept(self, username: str, contact_id: str) -> None:
+        contact = self._owned_offer(username, contact_id)
+        self._cancel_offer_timer(contact_id)
+        self._route(lambda now: self.router.offer_accepted(contact_id, username, now))
+        contact.agent_id = username
+        contact.answered_at = _utc_now()
+        self._publish(
+            ev.ContactAssigned(occurred_at=contact.answered_at, contact_id=contact_id, queue=contact.queue, agent_id=username)
+        )
+        self._publish(ev.CallAnswered(occurred_at=contact.answered_at, call_id=contact.call_id, agent_id=username))
+
+    def reject(self, username: str, contact_id: str) -> None:
+        self._owned_offer(username, contact_id)
+        self._cancel_offer_timer(contact_id)
+        self._route(lambda now: self.router.offer_rejected(contact_id, username, now))
+
+    def hang_up(self, username: str, contact_id: str) -> None:
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.agent_id != username:
+            raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
+        if self._voice is None:
+            raise CenterError("no_voice", "the voice service is not running")
+        self._voice.hang_up(contact.call_id)
+
+    def agent_status(self, username: str) -> dict[str, Any]:
+        contact_id = self.router.contact_of(username)
+        return {
+            "agent_id": username,
+            "state": self.router.agent_state(username).value,
+            "contact_id": contact_id,
+        }
+
+    # --- routing commands ------------------------------------------------------------
+
+    def _route(self, step: Callable[[float], list[Any]]) -> None:
+        try:
+            commands = step(self.clock())
+        except RoutingError as err:
+            raise CenterError(getattr(err, "code", "routing_error"), str(err)) from None
+        self._execute(commands)
+
+    def _execute(self, commands: list[Any]) -> None:
+        for command in commands:
+            match command:
+                case OfferContact():
+                    self._offer(command)
+                case WithdrawOffer(contact_id=contact_id, agent_id=agent_id, reason=reason):
+                    self._cancel_offer_timer(contact_id)
+                    contact = self._contacts.get(contact_id)
+                    if contact is not None and contact.offered_to == agent_id:
+                        contact.offered_to = None
+                    self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": reason}))
+                case AnnounceAgentState(agent_id=agent_id, state=state, previous=previous, reason=reason):
+                    self._publish(
+                        ev.AgentStateChanged(
+                            occurred_at=_utc_now(), agent_id=agent_id, state=state.value, previous=previous.value, reason=reason
+                        )
+                    )
+                case AnnounceQueued(contact_id=contact_id, queue=queue):
+                    self._publish(ev.ContactQueued(occurred_at=_utc_now(), contact_id=contact_id, queue=queue))
+                case _:
+                    log.warning("unknown routing command %r", command)
+
+    def _offer(self, offer: OfferContact) -> None:
+        contact = self._contacts.get(offer.contact_id)
+        if contact is None:
+            log.error("router offered unknown contact %s", offer.contact_id)
+            return
+        contact.offered_to = offer.agent_id
+        contact.matched_skills = offer.matched_skills
+        self._publish(
+            ev.ContactOffered(
+                occurred_at=_utc_now(),
+                contact_id=offer.contact_id,
+                queue=offer.queue,
+                agent_id=offer.agent_id,
+                matched_skills=offer.matched_skills,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        self._offer_timers[offer.contact_id] = loop.call_later(
+            self.offer_timeout_s, self._offer_expired, offer.contact_id, offer.agent_id
+        )
+        self._spawn(self._send_pop(contact, offer.agent_id))
+
+    def _offer_expired(self, contact_id: str, agent_id: str) -> None:
+        self._offer_timers.pop(contact_id, None)
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.offered_to != agent_id or contact.agent_id is not None:
+            return
+        log.info("offer of %s to %s timed out", contact_id, agent_id)
+        self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": "timeout"}))
+        try:
+            self._execute(self.router.offer_rejected(contact_id, agent_id, self.clock()))
+        except RoutingError:
+            log.exception("routing refused the timeout of %s", contact_id)
+
+    def _cancel_offer_timer(self, contact_id: str) -> None:
+        timer = self._offer_timers.pop(contact_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _owned_offer(self, username: str, contact_id: str) -> Contact:
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.offered_to != username or contact.agent_id is not None:
+            raise CenterError("no_such_offer", f"contact {contact_id} is not offered to you")
+        return contact
+
+    # --- the screen pop --------------------------------------------------------------
+
+    async def _send_pop(self, contact: Contact, agent_id: str) -> None:
+        identity = await _identity_or_unknown(contact.identity)
+        await self.sessions.send(agent_id, screen_pop(contact, identity, offer_timeout_s=self.offer_timeout_s))
+
+    async def _identify(self, caller: str) -> CallerIdentity:
+        matches = await self.crm.lookup_by_phone(caller, default_region=self.default_region)
+        profile = None
+        if len(matches) == 1:
+            profile = await self.crm.get_profile(matches[0].customer_id)
+        return CallerIdentity(matches=tuple(matches), profile=profile)
+
+    async def _record_interaction(self, contact: Contact, *, outcome: str, ended_at: datetime) -> None:
+        identity = await _identity_or_unknown(contact.identity)
+        customer_id = identity.profile.customer_id if identity.profile is not None else None
+        try:
+            interaction_id = await self.crm.record_interaction(
+                customer_id=customer_id,
+                channel=contact.channel,
+                direction="inbound",
+                caller_number=contact.caller_e164 or contact.caller,
+                dialled=contact.dialled,
+                queue=contact.queue,
+                agent_id=contact.agent_id,
+                started_at=contact.started_at,
+                answered_at=contact.answered_at,
+                ended_at=ended_at,
+                outcome=outcome,
+                call_id=contact.call_id,
+            )
+        except Exception:
+            log.exception("the interaction of call %s could not be written", contact.call_id)
+            return
+        self._publish(
+            ev.InteractionRecorded(
+                occurred_at=_utc_now(),
+                interaction_id=interaction_id,
+                customer_id=customer_id,
+                channel=contact.channel,
+                outcome=outcome,
+                agent_id=contact.agent_id,
+            )
+        )
+
+    # --- the one exit for outbound facts ---------------------------------------------
+
+    def _publish(self, event: ev.Event) -> None:
+        self._spawn(self.bus.publish(event))
+        for username in _agents_concerned(event):
+            self._spawn(self.sessions.send(username, event.to_wire()))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+    def _contact_of_call(self, call_id: str) -> Contact | None:
+        contact_id = self._by_call.get(call_id)
+        return self._contacts.get(contact_id) if contact_id else None
+
+    def contact(self, contact_id: str) -> Contact | None:
+        return self._contacts.get(contact_id)
+
+    @property
+    def active_contacts(self) -> int:
+        return len(self._contacts)
+
+    async def drain(self) -> None:
+        """Wait for pending publications and writes (used at shutdown)."""
+        for timer in [*self._offer_timers.values(), *self._logout_timers.values()]:
+            timer.cancel()
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def screen_pop(contact: Contact, identity: CallerIdentity, *, offer_timeout_s: float) -> dict[str, Any]:
+    """The `screen_pop` websocket message (see docs/websocket.md)."""
+    customer = None
+    if identity.profile is not None:
+        customer = identity.profile.to_dict()
+        for account in customer.get("accounts", []):
+            for name in PROFILE_MASKED_FIELDS:
+                account.pop(name, None)
+    return {
+        "type": "screen_pop",
+        "contact_id": contact.contact_id,
+        "call_id": contact.call_id,
+        "channel": contact.channel,
+        "caller": contact.caller,
+        "caller_e164": contact.caller_e164,
+        "dialled": contact.dialled,
+        "queue": contact.queue,
+        "known_caller": customer is not None,
+        "customer": customer,
+        "matches": [m.to_dict() for m in identity.matches] if len(identity.matches) > 1 else [],
+        "why_you": {"queue": contact.queue, "matched_skills": list(contact.matched_skills), "strategy": "longest_idle"},
+        "offer_timeout_s": offer_timeout_s,
+        "started_at": contact.started_at.isoformat(),
+    }
+
+
+async def _identity_or_unknown(task: "asyncio.Task[CallerIdentity]") -> CallerIdentity:
+    # A CRM that fails must not stop the call: the pop then says "unknown caller".
+    try:
+        return await asyncio.shield(task)
+    except Exception:
+        log.exception("CRM lookup failed; treating the caller as unknown")
+        return CallerIdentity(matches=(), profile=None)
+
+
+def _agents_concerned(event: ev.Event) -> tuple[str, ...]:
+    agent = getattr(event, "agent_id", None)
+    return (agent,) if isinstance(agent, str) else ()
+
+
+def _log_failure(task: "asyncio.Task[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)

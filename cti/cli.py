@@ -1,0 +1,71 @@
+"""The `ctihub` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from cti.config import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctihub", description="CTI Hub: calls, routing and CRM screen pops")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the hub")
+    serve.add_argument("--data-dir", help="where the SQLite database and files live (default ./var)")
+    serve.add_argument("--sip-host", help="SIP UDP listen address (default 0.0.0.0)")
+    serve.add_argument("--sip-port", help="SIP UDP port (default 5060)")
+    serve.add_argument("--http-host", help="HTTP listen address (default 0.0.0.0)")
+    serve.add_argument("--http-port", help="HTTP port (default 8080)")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
+    serve.add_argument("--redis-url", help="Redis URL for shared state and bus (default: in-process)")
+    serve.add_argument("--rtp-ports", help="RTP port range, e.g. 20000-20999")
+    serve.add_argument("--public-address", help="address written into SDP and Contact")
+    serve.add_argument("--default-region", help="region for national phone numbers (default GB)")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    serve.add_argument("--demo", action="store_true", default=None, help="load the demo contact center and customers")
+    serve.add_argument("--answer-delay", type=float, default=0.5, help="seconds of ringing before the hub answers")
+    serve.add_argument("--offer-timeout", type=float, default=20.0, help="seconds an agent has to accept an offer")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "answer_delay", "offer_timeout")}
+        try:
+            settings = load_settings(flags)
+        except ConfigError as err:
+            print(f"ctihub: {err}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return asyncio.run(_serve(settings, answer_delay_s=args.answer_delay, offer_timeout_s=args.offer_timeout))
+    return 2
+
+
+async def _serve(settings: Settings, *, answer_delay_s: float, offer_timeout_s: float) -> int:
+    from cti.app import Hub
+
+    hub = Hub(settings, answer_delay_s=answer_delay_s, offer_timeout_s=offer_timeout_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await hub.start()
+    except OSError as err:
+        print(f"ctihub: cannot start: {err}", file=sys.stderr)
+        await hub.stop()
+        return 1
+    print(hub.banner(), flush=True)
+    await stop.wait()
+    logging.getLogger("cti").info("shutting down")
+    await hub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The canonical event model: typed, versioned facts that feed the bus, the websockets,
+statistics and the CRM sync.
+
+Each event is a frozen, slotted, keyword-only dataclass named as a past-tense fact; its
+topic derives from the class name (`CallOffered` -> `call.offered`). This module is
+pure: no I/O, no clock; the time of an event is given by whoever creates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeVar
+
+SCHEMA_VERSION = 1
+
+_registry: dict[str, type["Event"]] = {}
+
+
+def topic_of(class_name: str) -> str:
+    """`CallOffered` -> `call.offered`, `AgentStateChanged` -> `agent.state_changed`."""
+    words = re.findall(r"[A-Z][a-z0-9]*", class_name)
+    if len(words) < 2:
+        raise ValueError(f"event class name {class_name!r} needs a noun and a verb")
+    return words[0].lower() + "." + "_".join(w.lower() for w in words[1:])
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Common envelope: every event has an id and the moment it happened (UTC)."""
+
+    topic: ClassVar[str] = ""
+    version: ClassVar[int] = SCHEMA_VERSION
+
+    occurred_at: datetime
+    event_id: str = field(default_factory=_new_id)
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields, JSON-ready (the envelope fields excluded)."""
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in ("occurred_at", "event_id")
+        }
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.topic,
+            "version": self.version,
+            "id": self.event_id,
+            "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
+            "data": self.payload(),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+_E = TypeVar("_E", bound=type[Event])
+
+
+def event(cls: _E) -> _E:
+    """Declare an event: make it a frozen, slotted, keyword-only dataclass, derive its
+    topic from its name and register it for `from_wire`."""
+    made = dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    made.topic = topic_of(made.__name__)
+    _registry[made.topic] = made
+    return made
+
+
+class UnknownEventError(ValueError):
+    pass
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every registered event class by topic."""
+    return dict(_registry)
+
+
+def from_wire(message: dict[str, Any]) -> Event:
+    """Rebuild an event from its wire form (the inverse of `Event.to_wire`)."""
+    topic = message.get("type")
+    cls = _registry.get(str(topic))
+    if cls is None:
+        raise UnknownEventError(f"unknown event type {topic!r}")
+    data = dict(message.get("data") or {})
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in ("occurred_at", "event_id"):
+            continue
+        if f.name in data:
+            value = data[f.name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+    occurred = datetime.fromisoformat(str(message["occurred_at"]).replace("Z", "+00:00"))
+    return cls(occurred_at=occurred, event_id=str(message["id"]), **kwargs)
+
+
+# --- calls ---------------------------------------------------------------------------
+
+
+@event
+class CallOffered(Event):
+    """A caller's INVITE for a known dialled number reached the hub."""
+
+    call_id: str
+    caller: str  # the number as the caller's From gave it
+    caller_e164: str | None  # normalized, when it parses as a phone number
+    dialled: str
+    queue: str
+
+
+@event
+class CallAnswered(Event):
+    """An agent took the call."""
+
+    call_id: str
+    agent_id: str
+
+
+@event
+class CallEnded(Event):
+    """The call is over; `outcome` is `completed`, `abandoned` or `failed`."""
+
+    call_id: str
+    ended_by: str  # "caller", "agent" or "hub"
+    outcome: str
+    agent_id: str | None = None
+
+
+# --- contacts in the ACD -------------------------------------------------------------
+
+
+@event
+class ContactQueued(Event):
+    contact_id: str
+    queue: str
+    channel: str = "voice"
+
+
+@event
+class ContactOffered(Event):
+    """Routing reserved an agent for the contact; the screen pop goes out with this."""
+
+    contact_id: str
+    queue: str
+    agent_id: str
+    matched_skills: tuple[str, ...] = ()
+
+
+@event
+class ContactAssigned(Event):
+    """The offered agent accepted the contact."""
+
+    contact_id: str
+    queue: str
+    agent_id: str
+
+
+@event
+class ContactAbandoned(Event):
+    """The customer left before an agent took the contact."""
+
+    contact_id: str
+    queue: str
+    waited_s: float
+
+
+# --- agents --------------------------------------------------------------------------
+
+
+@event
+class AgentLoggedIn(Event):
+    agent_id: str
+
+
+@event
+class AgentLoggedOut(Event):
+    agent_id: str
+
+
+@event
+class AgentStateChanged(Event):
+    agent_id: str
+    state: str
+    previous: str
+    reason: str | None = None
+
+
+# --- CRM -----------------------------------------------------------------------------
+
+
+@event
+class InteractionRecorded(Event):
+    """An interaction row was written to the CRM store."""
+
+    interaction_id: str
+    customer_id: str | None
+    channel: str
+    outcome: str
+    agent_id: str | None = None

@@ -1,0 +1,1 @@
+"""Media anchored at the hub: RTP port allocation and per-leg RTP endpoints."""

@@ -1,0 +1,1 @@
+"""The hub's HTTP server: health, metrics, login and the agent websocket."""
