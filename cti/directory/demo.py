@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cti.directory.store import DirectoryStore
+from cti.directory.store import DirectoryStore, hash_password
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +50,16 @@ async def seed_demo_directory(store: DirectoryStore) -> None:
     """Idempotent: existing queues and users are left as they are."""
     for name, display, skills, numbers in DEMO_QUEUES:
         await store.ensure_queue(name=name, display_name=display, required_skills=skills, numbers=numbers)
+    # One argon2 hash (salted once) serves every demo user: they share one public
+    # password anyway, and hashing thirteen times would cost seconds at every start.
+    demo_hash = await hash_password(DEMO_PASSWORD)
     for user in DEMO_USERS:
         await store.add_user(
             username=user.username,
             display_name=user.display_name,
             role=user.role,
             password=DEMO_PASSWORD,
+            password_hash=demo_hash,
             skills=user.skills,
             languages=user.languages,
         )

@@ -106,11 +106,18 @@ class DirectoryStore:
         password: str,
         skills: tuple[str, ...] = (),
         languages: tuple[str, ...] = (),
+        password_hash: str | None = None,
     ) -> bool:
-        """Create a user (and its agent record for the agent role); False when it exists."""
+        """Create a user (and its agent record for the agent role); False when it exists.
+
+        `password_hash` (an argon2 hash from `hash_password`) may stand in for `password`."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        async with self._sessionmaker() as session:
+            if await session.get(User, username) is not None:
+                return False
+        if password_hash is None:
+            password_hash = await hash_password(password)
         async with self._sessionmaker() as session, session.begin():
             if await session.get(User, username) is not None:
                 return False
@@ -137,6 +144,10 @@ class DirectoryStore:
             for number in numbers:
                 if await session.get(DialledNumber, number) is None:
                     session.add(DialledNumber(number=number, queue=name, description=display_name))
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
 def _verify(password_hash: str, password: str) -> bool:
