@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -179,10 +179,10 @@ class _HubCollector:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def describe(self) -> list[object]:
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self) -> list[object]:
+    def collect(self) -> list[Metric]:
         hub = self._hub
         calls = GaugeMetricFamily("ctihub_active_calls", "Calls with a live caller leg")
         calls.add_metric([], hub.voice.active_calls if hub.voice else 0)

@@ -148,7 +148,10 @@ class ContactCenter:
         agent = contact.agent_id
         if agent is not None:
             outcome = "completed"
-            self._execute(self.router.contact_finished(contact.contact_id, now))
+            try:
+                self._execute(self.router.contact_finished(contact.contact_id, now))
+            except RoutingError as err:  # routing already let go of it; the call record still counts
+                log.warning("routing did not know finished contact %s: %s", contact.contact_id, err)
             self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
         else:
             outcome = "abandoned" if ended_by == "caller" else "failed"
@@ -193,7 +196,12 @@ class ContactCenter:
 
     def log_out(self, username: str) -> None:
         self._logout_timers.pop(username, None)
-        if self.router.agent_state(username) == AgentState.OFFLINE:
+        state = self.router.agent_state(username)
+        if state == AgentState.OFFLINE:
+            return
+        if state == AgentState.BUSY:
+            # Never cut a customer off: the logout takes effect when the call ends.
+            self._execute(self.router.agent_state_requested(username, AgentState.OFFLINE, self.clock(), "logged_out"))
             return
         self._execute(self.router.agent_logged_out(username, self.clock()))
         self._publish(ev.AgentLoggedOut(occurred_at=_utc_now(), agent_id=username))

@@ -13,7 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 SCHEMA_VERSION = 1
 
@@ -75,13 +75,14 @@ def _jsonable(value: Any) -> Any:
 _E = TypeVar("_E", bound=type[Event])
 
 
+@dataclass_transform(kw_only_default=True, frozen_default=True)
 def event(cls: _E) -> _E:
     """Declare an event: make it a frozen, slotted, keyword-only dataclass, derive its
     topic from its name and register it for `from_wire`."""
     made = dataclass(frozen=True, slots=True, kw_only=True)(cls)
     made.topic = topic_of(made.__name__)
     _registry[made.topic] = made
-    return made
+    return cast(_E, made)
 
 
 class UnknownEventError(ValueError):
@@ -148,6 +149,8 @@ class CallEnded(Event):
 
 @event
 class ContactQueued(Event):
+    """The contact entered its queue and waits for an agent."""
+
     contact_id: str
     queue: str
     channel: str = "voice"
@@ -186,16 +189,22 @@ class ContactAbandoned(Event):
 
 @event
 class AgentLoggedIn(Event):
+    """The agent opened their desktop; they start away until they choose available."""
+
     agent_id: str
 
 
 @event
 class AgentLoggedOut(Event):
+    """The agent logged out, or their desktop stayed disconnected past the grace period."""
+
     agent_id: str
 
 
 @event
 class AgentStateChanged(Event):
+    """The agent's routing state changed (offline, available, reserved, busy, away)."""
+
     agent_id: str
     state: str
     previous: str

@@ -27,8 +27,8 @@ SESSIONS = web.AppKey("sessions", SessionRegistry)
 CENTER = web.AppKey("center", ContactCenter)
 DIRECTORY = web.AppKey("directory", DirectoryStore)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
-HEALTH = web.AppKey("health", object)
-WEBSOCKETS = web.AppKey("websockets", set)
+HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
+WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
 
 COOKIE = "ctihub_session"
 
@@ -58,7 +58,7 @@ def make_app(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    checks = await request.app[HEALTH]()  # type: ignore[operator]
+    checks = await request.app[HEALTH]()
     ok = all(value is True for key, value in checks.items() if key in ("sip", "http", "database"))
     return web.json_response({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
 
@@ -187,7 +187,8 @@ def _field_error(kind: str, field: str, detail: str) -> dict[str, Any]:
 
 async def close_websockets(app: web.Application) -> None:
     """At shutdown: a close frame (1001 going away) on every open websocket."""
-    sockets = list(app[WEBSOCKETS])
+    open_sockets = app[WEBSOCKETS]
+    sockets = list(open_sockets)
     await asyncio.gather(
         *(s.close(code=WSCloseCode.GOING_AWAY, message=b"hub shutting down") for s in sockets), return_exceptions=True
     )
