@@ -36,7 +36,8 @@ from routing import (
 
 log = logging.getLogger(__name__)
 
-PROFILE_MASKED_FIELDS = ("number",)  # full account numbers stay out of agents' pops
+PROFILE_MASKED_FIELDS = ("number",)
+INTERACTION_WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # full account numbers stay out of agents' pops
 
 
 class VoiceControl(Protocol):
@@ -342,23 +343,32 @@ class ContactCenter:
     async def _record_interaction(self, contact: Contact, *, outcome: str, ended_at: datetime) -> None:
         identity = await _identity_or_unknown(contact.identity)
         customer_id = identity.profile.customer_id if identity.profile is not None else None
-        try:
-            interaction_id = await self.crm.record_interaction(
-                customer_id=customer_id,
-                channel=contact.channel,
-                direction="inbound",
-                caller_number=contact.caller_e164 or contact.caller,
-                dialled=contact.dialled,
-                queue=contact.queue,
-                agent_id=contact.agent_id,
-                started_at=contact.started_at,
-                answered_at=contact.answered_at,
-                ended_at=ended_at,
-                outcome=outcome,
-                call_id=contact.call_id,
-            )
-        except Exception:
-            log.exception("the interaction of call %s could not be written", contact.call_id)
+        record: dict[str, Any] = dict(
+            customer_id=customer_id,
+            channel=contact.channel,
+            direction="inbound",
+            caller_number=contact.caller_e164 or contact.caller,
+            dialled=contact.dialled,
+            queue=contact.queue,
+            agent_id=contact.agent_id,
+            started_at=contact.started_at,
+            answered_at=contact.answered_at,
+            ended_at=ended_at,
+            outcome=outcome,
+            call_id=contact.call_id,
+        )
+        interaction_id = None
+        # A database that blinks (failover, restart) must not cost the record: retry with
+        # backoff; the durable outbox of the CRM sync replaces this last resort later.
+        for attempt, delay in enumerate(INTERACTION_WRITE_BACKOFF_S, start=1):
+            try:
+                interaction_id = await self.crm.record_interaction(**record)
+                break
+            except Exception as exc:
+                log.warning("writing the interaction of call %s failed (attempt %d): %s", contact.call_id, attempt, exc)
+                await asyncio.sleep(delay)
+        if interaction_id is None:
+            log.error("interaction of call %s NOT written; the record: %r", contact.call_id, record)
             return
         self._publish(
             ev.InteractionRecorded(
@@ -421,12 +431,21 @@ def screen_pop(contact: Contact, identity: CallerIdentity, *, offer_timeout_s: f
         "dialled": contact.dialled,
         "queue": contact.queue,
         "known_caller": customer is not None,
+        "caller_name": _caller_name(identity),
         "customer": customer,
         "matches": [m.to_dict() for m in identity.matches] if len(identity.matches) > 1 else [],
         "why_you": {"queue": contact.queue, "matched_skills": list(contact.matched_skills), "strategy": "longest_idle"},
         "offer_timeout_s": offer_timeout_s,
         "started_at": contact.started_at.isoformat(),
     }
+
+
+def _caller_name(identity: CallerIdentity) -> str:
+    if identity.profile is not None:
+        return identity.profile.name
+    if len(identity.matches) > 1:
+        return f"{len(identity.matches)} customers share this number"
+    return "unknown caller"
 
 
 async def _identity_or_unknown(task: "asyncio.Task[CallerIdentity]") -> CallerIdentity:

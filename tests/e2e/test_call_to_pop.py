@@ -82,6 +82,7 @@ async def test_unknown_caller_and_agent_hangs_up(sipp_path: str, tmp_path: Path)
         call = await start_sipp(sipp_path, hub, tmp_path, scenario="uac_wait_bye.xml", service="2000", caller="+14155550123")
         pop = await desk.wait_for("screen_pop")
         assert pop["known_caller"] is False and pop["customer"] is None
+        assert pop["caller_name"] == "unknown caller"
         assert pop["caller_e164"] == "+14155550123"
         await desk.send({"type": "accept", "contact_id": pop["contact_id"]})
         await desk.wait_for("call.answered")
@@ -93,6 +94,17 @@ async def test_unknown_caller_and_agent_hangs_up(sipp_path: str, tmp_path: Path)
         row = await wait_interaction(hub, pop["call_id"])
         assert row.customer_id is None and row.caller_number == "+14155550123"
         assert row.outcome == "completed" and row.agent_id == "agent04"
+
+
+async def test_shared_number_lists_every_match(sipp_path: str, tmp_path: Path) -> None:
+    async with running_hub(tmp_path) as hub, agent(hub, "agent05") as desk:
+        call = await start_sipp(sipp_path, hub, tmp_path, scenario="uac_hangup.xml", service="2000", caller="0035722123456", hold_ms=300)
+        pop = await desk.wait_for("screen_pop")
+        assert pop["customer"] is None and pop["caller_name"] == "2 customers share this number"
+        assert sorted(m["name"] for m in pop["matches"]) == ["Eleni Georgiou", "Nikos Georgiou"]
+        assert {m["kyc_status"] for m in pop["matches"]} == {"verified", "expired"}
+        code, output = await call.finish()
+        assert code == 0, output
 
 
 async def test_caller_who_hangs_up_in_queue_is_stored_as_abandoned(sipp_path: str, tmp_path: Path) -> None:
