@@ -1,7 +1,6 @@
 """SIP transactions over an unreliable transport (RFC 3261 §17, RFC 6026), sans I/O.
 
-Owns: matching datagrams to transactions, retransmission and timeout timers (A-K as
-they apply to the hub's roles), absorbing retransmitted requests, the automatic
+Owns: matching datagrams to transactions, retransmission and timeout timers (A-M), absorbing retransmitted requests, the automatic
 100 Trying, and the §8.2 request checks before a request reaches the transaction user.
 Must never: touch a socket, a clock or asyncio. Time comes in as `now`; timers go out
 as `StartTimer`/`CancelTimer` commands and come back through `timer_fired`.
@@ -25,6 +24,7 @@ from cti.sip.message import (
     response_for_parse_error,
     serialize,
 )
+from cti.sip.headers import Headers
 from cti.sip.uri import Via
 from cti.sip.validation import check_request
 
@@ -108,8 +108,9 @@ class ServerState(enum.Enum):
 
 
 class ClientState(enum.Enum):
-    TRYING = "trying"
+    TRYING = "trying"  # "Calling" for an INVITE
     PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # INVITE got a 2xx; absorbs its retransmissions (RFC 6026)
     COMPLETED = "completed"
     TERMINATED = "terminated"
 
@@ -125,9 +126,14 @@ _SERVER_TRANSITIONS: dict[ServerState, frozenset[ServerState]] = {
 }
 
 _CLIENT_TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
-    ClientState.TRYING: frozenset({ClientState.PROCEEDING, ClientState.COMPLETED, ClientState.TERMINATED}),
-    ClientState.PROCEEDING: frozenset({ClientState.PROCEEDING, ClientState.COMPLETED, ClientState.TERMINATED}),
-    ClientState.COMPLETED: frozenset({ClientState.TERMINATED}),
+    ClientState.TRYING: frozenset(
+        {ClientState.PROCEEDING, ClientState.ACCEPTED, ClientState.COMPLETED, ClientState.TERMINATED}
+    ),
+    ClientState.PROCEEDING: frozenset(
+        {ClientState.PROCEEDING, ClientState.ACCEPTED, ClientState.COMPLETED, ClientState.TERMINATED}
+    ),
+    ClientState.ACCEPTED: frozenset({ClientState.ACCEPTED, ClientState.TERMINATED}),
+    ClientState.COMPLETED: frozenset({ClientState.COMPLETED, ClientState.TERMINATED}),
     ClientState.TERMINATED: frozenset(),
 }
 
@@ -157,10 +163,17 @@ class _ServerTransaction:
 class _ClientTransaction:
     key: str
     method: str
+    request: SipRequest
     data: bytes
     destination: Address
     state: ClientState = ClientState.TRYING
     retransmit_interval: float = T1
+    ack: bytes | None = None  # the ACK we sent for a non-2xx final response
+
+    def move(self, new: ClientState) -> None:
+        if new not in _CLIENT_TRANSITIONS[self.state]:
+            raise TransactionError(f"client transaction {self.key}: {self.state.value} -> {new.value} is not allowed")
+        self.state = new
 
 
 @dataclass
@@ -173,6 +186,7 @@ class TransactionLayer:
     t1: float = T1
     t2: float = T2
     t4: float = T4
+    timer_d: float = 32.0  # §17.1.1.2: at least 32 s over UDP, to absorb final-response retransmissions
     _servers: dict[str, _ServerTransaction] = field(default_factory=dict)
     _accepted: dict[tuple[str, int], str] = field(default_factory=dict)
     _clients: dict[str, _ClientTransaction] = field(default_factory=dict)
@@ -241,18 +255,41 @@ class TransactionLayer:
         return commands
 
     def send_request(self, request: SipRequest, destination: Address, now: float) -> tuple[str, list[Command]]:
-        """Start a non-INVITE client transaction (BYE, OPTIONS, NOTIFY...)."""
-        if request.method in ("INVITE", "ACK"):
-            raise TransactionError("INVITE client transactions arrive with the B2BUA; ACK has none")
+        """Start a client transaction: INVITE (Timers A, B) or non-INVITE (Timers E, F)."""
+        if request.method == "ACK":
+            raise TransactionError("ACK has no transaction; use send_stateless")
         key = self._client_key(request.top_via.branch or "", request.method)
+        if key in self._clients:
+            raise TransactionError(f"a client transaction with branch {key!r} exists")
         data = serialize(request)
-        txn = _ClientTransaction(key=key, method=request.method, data=data, destination=destination)
+        txn = _ClientTransaction(key=key, method=request.method, request=request, data=data, destination=destination)
         self._clients[key] = txn
+        retransmit, timeout = ("A", "B") if request.method == "INVITE" else ("E", "F")
         return key, [
             SendDatagram(data=data, destination=destination),
-            StartTimer(key=f"E:{key}", delay=self.t1),
-            StartTimer(key=f"F:{key}", delay=64 * self.t1),
+            StartTimer(key=f"{retransmit}:{key}", delay=self.t1),
+            StartTimer(key=f"{timeout}:{key}", delay=64 * self.t1),
         ]
+
+    def cancel(self, transaction: str, now: float) -> tuple[str | None, list[Command]]:
+        """CANCEL a pending INVITE client transaction (§9.1). A CANCEL may only follow a
+        provisional response; before one, None is returned and the caller retries later."""
+        txn = self._clients.get(transaction)
+        if txn is None or txn.method != "INVITE" or txn.state != ClientState.PROCEEDING:
+            return None, []
+        invite = txn.request
+        headers = Headers()
+        headers.add("Via", invite.headers.get_all("Via")[0])
+        for name in ("Route",):
+            for value in invite.headers.get_all(name):
+                headers.add(name, value)
+        headers.add("Max-Forwards", "70")
+        headers.add("From", invite.headers.get("From") or "")
+        headers.add("To", invite.headers.get("To") or "")
+        headers.add("Call-ID", invite.call_id)
+        headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
+        cancel = SipRequest(method="CANCEL", uri=invite.uri, headers=headers)
+        return self.send_request(cancel, txn.destination, now)
 
     def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> list[Command]:
         """For an ACK to a 2xx, which has no transaction."""
@@ -381,12 +418,14 @@ class TransactionLayer:
         txn = self._clients.get(self._client_key(branch, method))
         if txn is None:
             return [Log(level="debug", message=f"dropped stray {response.status} response (no transaction)")]
+        if txn.method == "INVITE":
+            return self._invite_response(txn, response)
         if txn.state == ClientState.COMPLETED:
             return []  # retransmitted final response
         if response.status < 200:
-            txn.state = ClientState.PROCEEDING
+            txn.move(ClientState.PROCEEDING)
             return [DeliverResponse(response=response, transaction=txn.key)]
-        txn.state = ClientState.COMPLETED
+        txn.move(ClientState.COMPLETED)
         return [
             CancelTimer(key=f"E:{txn.key}"),
             CancelTimer(key=f"F:{txn.key}"),
@@ -394,7 +433,40 @@ class TransactionLayer:
             DeliverResponse(response=response, transaction=txn.key),
         ]
 
+    def _invite_response(self, txn: _ClientTransaction, response: SipResponse) -> list[Command]:
+        stop = [CancelTimer(key=f"A:{txn.key}"), CancelTimer(key=f"B:{txn.key}")]
+        if response.status < 200:
+            if txn.state not in (ClientState.TRYING, ClientState.PROCEEDING):
+                return []
+            txn.move(ClientState.PROCEEDING)
+            return [*stop, DeliverResponse(response=response, transaction=txn.key)]
+        if response.status < 300:
+            # Every 2xx (retransmissions and forks included) goes to the TU, which ACKs it.
+            first = txn.state != ClientState.ACCEPTED
+            txn.move(ClientState.ACCEPTED)
+            timers: list[Command] = [StartTimer(key=f"M:{txn.key}", delay=64 * self.t1)] if first else []
+            return [*stop, *timers, DeliverResponse(response=response, transaction=txn.key)]
+        if txn.state == ClientState.COMPLETED:
+            assert txn.ack is not None
+            return [SendDatagram(data=txn.ack, destination=txn.destination)]  # §17.1.1.2: re-ACK
+        if txn.state == ClientState.ACCEPTED:
+            return []
+        txn.move(ClientState.COMPLETED)
+        txn.ack = serialize(_ack_for_failure(txn.request, response))
+        return [
+            *stop,
+            SendDatagram(data=txn.ack, destination=txn.destination),
+            StartTimer(key=f"D:{txn.key}", delay=self.timer_d),
+            DeliverResponse(response=response, transaction=txn.key),
+        ]
+
     def _client_timer(self, kind: str, txn: _ClientTransaction) -> list[Command]:
+        if kind == "A" and txn.state == ClientState.TRYING:
+            txn.retransmit_interval *= 2  # §17.1.1.2: Timer A doubles without a cap
+            return [
+                SendDatagram(data=txn.data, destination=txn.destination),
+                StartTimer(key=f"A:{txn.key}", delay=txn.retransmit_interval),
+            ]
         if kind == "E" and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
             # §17.1.2.2: in PROCEEDING retransmit every T2.
             txn.retransmit_interval = (
@@ -404,12 +476,17 @@ class TransactionLayer:
                 SendDatagram(data=txn.data, destination=txn.destination),
                 StartTimer(key=f"E:{txn.key}", delay=txn.retransmit_interval),
             ]
-        if kind == "F" and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
-            txn.state = ClientState.TERMINATED
+        if kind in ("B", "F") and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
+            txn.move(ClientState.TERMINATED)
             del self._clients[txn.key]
-            return [CancelTimer(key=f"E:{txn.key}"), ReportTimeout(transaction=txn.key, what="no_response")]
-        if kind == "K" and txn.state == ClientState.COMPLETED:
-            txn.state = ClientState.TERMINATED
+            return [
+                CancelTimer(key=f"{'A' if kind == 'B' else 'E'}:{txn.key}"),
+                ReportTimeout(transaction=txn.key, what="no_response"),
+            ]
+        if (kind == "K" and txn.state == ClientState.COMPLETED) or (
+            kind in ("D", "M") and txn.state in (ClientState.COMPLETED, ClientState.ACCEPTED)
+        ):
+            txn.move(ClientState.TERMINATED)
             del self._clients[txn.key]
         return []
 
@@ -442,6 +519,21 @@ class TransactionLayer:
     @staticmethod
     def _client_key(branch: str, method: str) -> str:
         return f"c|{branch}|{'INVITE' if method == 'ACK' else method}"
+
+
+def _ack_for_failure(invite: SipRequest, response: SipResponse) -> SipRequest:
+    """The ACK a client transaction sends for a 300-699 (§17.1.1.3): same branch, the
+    To of the response, the INVITE's Route set."""
+    headers = Headers()
+    headers.add("Via", invite.headers.get_all("Via")[0])
+    for value in invite.headers.get_all("Route"):
+        headers.add("Route", value)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", invite.headers.get("From") or "")
+    headers.add("To", response.headers.get("To") or "")
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq[0]} ACK")
+    return SipRequest(method="ACK", uri=invite.uri, headers=headers)
 
 
 def _stamp_received(request: SipRequest, via: Via, source: Address) -> tuple[SipRequest, Address]:

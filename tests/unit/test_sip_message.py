@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import missing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -447,7 +449,12 @@ def test_random_bytes_after_a_start_line(data: bytes) -> None:
     _survives(b"SIP/2.0 200 OK\r\n" + data)
 
 
-@pytest.mark.skipif(not TORTURE, reason="no torture files")
+def test_torture_files_are_there() -> None:
+    if not TORTURE:
+        missing(f"the RFC 4475 torture folder {TORTURE_DIR} (set CTIHUB_SIP_TORTURE_DIR)")
+
+
+@pytest.mark.skipif(not TORTURE, reason="no torture files (test_torture_files_are_there says why)")
 @FUZZ
 @given(st.data())
 def test_mutated_torture_only_raise_parse_errors(data: st.DataObject) -> None:

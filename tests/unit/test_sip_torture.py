@@ -16,6 +16,7 @@ import pytest
 from cti.sip.errors import SipParseError
 from cti.sip.message import SipRequest, SipResponse, parse_message, response_for_parse_error
 from cti.sip.validation import check_request
+from tests.conftest import missing
 
 TORTURE_DIR = Path(
     os.environ.get(
@@ -110,7 +111,7 @@ def outcome(data: bytes) -> int | str:
 
 def test_every_file_has_an_expectation() -> None:
     if not TORTURE_DIR.is_dir():
-        pytest.skip(f"no torture directory at {TORTURE_DIR}")
+        missing(f"the RFC 4475 torture folder {TORTURE_DIR} (set CTIHUB_SIP_TORTURE_DIR)")
     assert set(_files()) == set(EXPECTED)
     assert len(EXPECTED) == 49
 
@@ -119,14 +120,14 @@ def test_every_file_has_an_expectation() -> None:
 def test_torture_message(name: str) -> None:
     path = TORTURE_DIR / name
     if not path.exists():
-        pytest.skip(f"{path} missing")
+        missing(f"torture file {path}")
     assert outcome(path.read_bytes()) == EXPECTED[name]
 
 
 def _load(name: str) -> bytes:
     path = TORTURE_DIR / name
     if not path.exists():
-        pytest.skip(f"{path} missing")
+        missing(f"torture file {path}")
     return path.read_bytes()
 
 

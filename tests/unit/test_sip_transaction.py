@@ -202,3 +202,87 @@ def _with_branch(headers: Headers, branch: str) -> Headers:
     copy = headers.copy()
     copy.set("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={branch}")
     return copy
+
+
+# --- INVITE client transactions (the hub ringing an agent's phone) ---------------------
+
+AGENT = ("192.0.2.20", 5060)
+
+
+def outbound_invite(branch: str = "z9hG4bKout1") -> SipRequest:
+    headers = Headers()
+    headers.add("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={branch}")
+    headers.add("Max-Forwards", "70")
+    headers.add("From", "<sip:hub@192.0.2.1>;tag=hub1")
+    headers.add("To", "<sip:agent01@192.0.2.20>")
+    headers.add("Call-ID", "out-1@192.0.2.1")
+    headers.add("CSeq", "1 INVITE")
+    headers.add("Contact", "<sip:hub@192.0.2.1:5060>")
+    return SipRequest(method="INVITE", uri="sip:agent01@192.0.2.20:5060", headers=headers)
+
+
+def agent_response(status: int, *, branch: str = "z9hG4bKout1", method: str = "INVITE", to_tag: str = "ag1") -> bytes:
+    return (
+        f"SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n"
+        f"From: <sip:hub@192.0.2.1>;tag=hub1\r\nTo: <sip:agent01@192.0.2.20>;tag={to_tag}\r\n"
+        f"Call-ID: out-1@192.0.2.1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_invite_client_retransmits_on_timer_a_without_cap_and_times_out_on_b() -> None:
+    tl = layer()
+    key, out = tl.send_request(outbound_invite(), AGENT, 0.0)
+    assert StartTimer(key=f"A:{key}", delay=0.5) in out and StartTimer(key=f"B:{key}", delay=32.0) in out
+    delays = []
+    for _ in range(5):
+        fired = tl.timer_fired(f"A:{key}", 0.0)
+        assert len(sent(fired)) == 1
+        delays.append(next(c.delay for c in fired if isinstance(c, StartTimer)))
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert ReportTimeout(transaction=key, what="no_response") in tl.timer_fired(f"B:{key}", 32.0)
+    assert tl.active_transactions == 0
+
+
+def test_provisional_stops_retransmission_and_busy_is_acked_by_the_transaction() -> None:
+    tl = layer()
+    key, _ = tl.send_request(outbound_invite(), AGENT, 0.0)
+    ringing = tl.datagram_received(agent_response(180), AGENT, 0.1)
+    assert CancelTimer(key=f"A:{key}") in ringing and any(isinstance(c, DeliverResponse) for c in ringing)
+    busy = tl.datagram_received(agent_response(486), AGENT, 1.0)
+    acks = [m for m in sent(busy) if isinstance(m, SipRequest)]
+    assert len(acks) == 1 and acks[0].method == "ACK"
+    assert acks[0].top_via.branch == "z9hG4bKout1" and acks[0].to.tag == "ag1"  # same branch, the response's To
+    assert any(isinstance(c, DeliverResponse) and c.response.status == 486 for c in busy)
+    again = tl.datagram_received(agent_response(486), AGENT, 1.5)
+    assert [m.method for m in sent(again) if isinstance(m, SipRequest)] == ["ACK"]  # re-ACK, not re-delivered
+    assert not any(isinstance(c, DeliverResponse) for c in again)
+    tl.timer_fired(f"D:{key}", 33.0)
+    assert tl.active_transactions == 0
+
+
+def test_2xx_retransmissions_reach_the_user_until_timer_m() -> None:
+    tl = layer()
+    key, _ = tl.send_request(outbound_invite(), AGENT, 0.0)
+    first = tl.datagram_received(agent_response(200), AGENT, 0.1)
+    assert StartTimer(key=f"M:{key}", delay=32.0) in first
+    again = tl.datagram_received(agent_response(200), AGENT, 0.6)
+    assert any(isinstance(c, DeliverResponse) for c in again) and not sent(again)  # the TU re-sends its ACK
+    tl.timer_fired(f"M:{key}", 32.1)
+    assert tl.active_transactions == 0
+
+
+def test_cancel_follows_a_provisional_and_shares_the_invite_branch() -> None:
+    tl = layer()
+    key, _ = tl.send_request(outbound_invite(), AGENT, 0.0)
+    assert tl.cancel(key, 0.1) == (None, [])  # nothing received yet: a CANCEL may not be sent
+    tl.datagram_received(agent_response(180), AGENT, 0.2)
+    cancel_key, out = tl.cancel(key, 0.3)
+    cancels = [m for m in sent(out) if isinstance(m, SipRequest)]
+    assert cancel_key is not None and len(cancels) == 1
+    cancel = cancels[0]
+    assert cancel.method == "CANCEL" and cancel.cseq == (1, "CANCEL") and cancel.top_via.branch == "z9hG4bKout1"
+    assert cancel.uri == "sip:agent01@192.0.2.20:5060" and cancel.to.tag is None
+    ok = tl.datagram_received(agent_response(200, method="CANCEL"), AGENT, 0.4)
+    assert any(isinstance(c, DeliverResponse) and c.transaction == cancel_key for c in ok)
+    terminated = tl.datagram_received(agent_response(487), AGENT, 0.5)
+    assert any(isinstance(c, DeliverResponse) and c.response.status == 487 for c in terminated)
