@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -25,6 +27,18 @@ from cti.db import make_engine, make_sessionmaker, migrate
 from cti.directory.demo import DEMO_PASSWORD, DEMO_USERS, seed_demo_directory
 from cti.directory.store import Directory, DirectoryStore
 from cti.media.endpoint import MediaPorts
+from cti.registrar import (
+    Binding,
+    BindingStore,
+    InMemoryBindingStore,
+    LockoutPolicy,
+    RedisBindingStore,
+    Registrar,
+    RegistrarConfig,
+    RegistrarService,
+)
+from cti.secrets import load_secret_key
+from cti.sip.digest import Algorithm, NonceIssuer
 from cti.media.ports import PortPairAllocator
 from cti.sip.transaction import TransactionLayer
 from cti.sip.transport import SipUdpEndpoint
@@ -35,6 +49,15 @@ from routing import AgentProfile, AgentState, QueueConfig, Router
 log = logging.getLogger("cti")
 
 SHUTDOWN_BYE_WAIT_S = 2.0
+NONCE_LIFETIME_S = 300.0
+
+
+def make_binding_store(redis_url: str | None) -> BindingStore:
+    return RedisBindingStore(redis_url) if redis_url else InMemoryBindingStore()
+
+
+def phone_aor(agent_id: str, realm: str) -> str:
+    return f"sip:{agent_id}@{realm}"
 
 
 @dataclass
@@ -50,6 +73,7 @@ class Hub:
     sip: SipUdpEndpoint | None = None
     media: MediaPorts | None = None
     directory: Directory | None = None
+    bindings: BindingStore | None = None
     http_runner: web.AppRunner | None = None
     http_address: tuple[str, int] | None = None
     sip_address: tuple[str, int] | None = None
@@ -66,7 +90,7 @@ class Hub:
         directory_store = DirectoryStore(sessionmaker)
         crm = CrmStore(sessionmaker)
         if settings.demo:
-            await seed_demo_directory(directory_store)
+            await seed_demo_directory(directory_store, sip_realm=settings.sip_realm)
             await seed_demo_crm(sessionmaker)
         self.directory = directory = await directory_store.load()
 
@@ -91,6 +115,20 @@ class Hub:
             settings.sip_host if settings.sip_host not in ("0.0.0.0", "::") else "0.0.0.0",
             PortPairAllocator(settings.rtp_port_min, settings.rtp_port_max),
         )
+        self.bindings = make_binding_store(settings.redis_url)
+        registrar = RegistrarService(
+            Registrar(
+                RegistrarConfig(
+                    realm=settings.sip_realm,
+                    aor_domain=settings.sip_realm,
+                    algorithms=cast(tuple[Algorithm, ...], settings.sip_digest_algorithms),
+                ),
+                nonces=NonceIssuer(load_secret_key(settings), NONCE_LIFETIME_S, realm=settings.sip_realm),
+                lockout=LockoutPolicy(),
+            ),
+            self.bindings,
+            lambda username: directory_store.sip_credentials(username, realm=settings.sip_realm),
+        )
         self.voice = VoiceService(
             endpoint=None,
             flows=FlowTable(directory.numbers),
@@ -98,6 +136,8 @@ class Hub:
             sink=center,
             advertised_host=settings.advertised_address,
             answer_delay_s=self.answer_delay_s,
+            registrar=registrar,
+            phones=self._phones_of,
         )
         self.sip = SipUdpEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
         self.voice.endpoint = self.sip
@@ -116,6 +156,11 @@ class Hub:
         sockets = getattr(server, "sockets", None) or []
         self.http_address = (settings.http_host, sockets[0].getsockname()[1] if sockets else settings.http_port)
         self.registry.register(_HubCollector(self))
+
+    async def _phones_of(self, agent_id: str) -> list[Binding]:
+        """The agent's registered phones (any domain they registered under)."""
+        assert self.bindings is not None
+        return await self.bindings.lookup(phone_aor(agent_id, self.settings.sip_realm), time.time())
 
     async def health(self) -> dict[str, object]:
         database = False
@@ -152,6 +197,8 @@ class Hub:
             self.media.close_all()
         if self.bus is not None:
             await self.bus.close()
+        if self.bindings is not None:
+            await self.bindings.close()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -190,6 +237,8 @@ class _HubCollector:
         contacts.add_metric([], hub.center.active_contacts if hub.center else 0)
         rtp = GaugeMetricFamily("ctihub_rtp_endpoints_open", "RTP endpoints (port pairs) open")
         rtp.add_metric([], hub.media.open_endpoints if hub.media else 0)
+        relayed = CounterMetricFamily("ctihub_rtp_packets_relayed", "RTP packets sent on by the media relay (closed legs)")
+        relayed.add_metric([], hub.media.packets_sent_total if hub.media else 0)
         sip_in = CounterMetricFamily("ctihub_sip_datagrams_received", "SIP datagrams received")
         sip_in.add_metric([], hub.sip.datagrams_received if hub.sip else 0)
         sip_failed = CounterMetricFamily("ctihub_sip_datagrams_failed", "SIP datagrams whose processing raised")
@@ -201,4 +250,4 @@ class _HubCollector:
                 counts[hub.center.router.agent_state(username).value] += 1
             for state, count in counts.items():
                 agents.add_metric([state], count)
-        return [calls, contacts, rtp, sip_in, sip_failed, agents]
+        return [calls, contacts, rtp, relayed, sip_in, sip_failed, agents]

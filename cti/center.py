@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -23,6 +23,8 @@ from crm_sync.profile import CustomerProfile, CustomerSummary
 from crm_sync.store import CrmStore
 from cti import events as ev
 from cti.agents.sessions import SessionRegistry
+from cti.calls.agent_leg import AgentLegEnd
+from cti.registrar.bindings import Binding
 from cti.bus import EventBus
 from routing import (
     AgentState,
@@ -42,6 +44,9 @@ INTERACTION_WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # full account numbers 
 
 class VoiceControl(Protocol):
     def hang_up(self, call_id: str) -> None: ...
+    async def phones_of(self, agent_id: str) -> Sequence[Binding]: ...
+    def ring_agent(self, call_id: str, agent_id: str, bindings: Sequence[Binding], *, caller_name: str) -> bool: ...
+    def stop_ringing(self, call_id: str, why: AgentLegEnd = ...) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +71,7 @@ class Contact:
     agent_id: str | None = None  # accepted by
     offered_to: str | None = None
     matched_skills: tuple[str, ...] = ()
+    phone_ringing: bool = False  # the offered agent's phone is being rung by the hub
     ended: bool = False
 
 
@@ -220,20 +226,50 @@ class ContactCenter:
         self._route(lambda now: self.router.agent_state_requested(username, wanted, now, reason))
 
     def accept(self, username: str, contact_id: str) -> None:
+        """The agent takes the offered contact from the desktop (no phone rung)."""
         contact = self._owned_offer(username, contact_id)
-        self._cancel_offer_timer(contact_id)
-        self._route(lambda now: self.router.offer_accepted(contact_id, username, now))
+        if contact.phone_ringing:
+            raise CenterError("answer_on_phone", "your phone is ringing: answer the call on it")
+        self._accepted(username, contact)
+
+    def reject(self, username: str, contact_id: str) -> None:
+        contact = self._owned_offer(username, contact_id)
+        if contact.phone_ringing and self._voice is not None:
+            self._voice.stop_ringing(contact.call_id, AgentLegEnd.DECLINED)
+        self._rejected(username, contact)
+
+    def agent_phone_answered(self, call_id: str) -> None:
+        """The offered agent answered on their phone: that is the accept."""
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.offered_to is None or contact.agent_id is not None:
+            return
+        self._accepted(contact.offered_to, contact)
+
+    def agent_phone_failed(self, call_id: str, end: AgentLegEnd) -> None:
+        """The agent's phone was busy, declined, or could not be reached: next agent."""
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.offered_to is None or contact.agent_id is not None:
+            return
+        log.info("phone of %s: %s for contact %s", contact.offered_to, end.value, contact.contact_id)
+        self._spawn(self.sessions.send(contact.offered_to, {"type": "offer_withdrawn", "contact_id": contact.contact_id, "reason": f"phone_{end.value}"}))
+        self._rejected(contact.offered_to, contact)
+
+    def _accepted(self, username: str, contact: Contact) -> None:
+        self._cancel_offer_timer(contact.contact_id)
+        self._route(lambda now: self.router.offer_accepted(contact.contact_id, username, now))
         contact.agent_id = username
+        contact.phone_ringing = False
         contact.answered_at = _utc_now()
         self._publish(
-            ev.ContactAssigned(occurred_at=contact.answered_at, contact_id=contact_id, queue=contact.queue, agent_id=username)
+            ev.ContactAssigned(occurred_at=contact.answered_at, contact_id=contact.contact_id, queue=contact.queue, agent_id=username)
         )
         self._publish(ev.CallAnswered(occurred_at=contact.answered_at, call_id=contact.call_id, agent_id=username))
 
-    def reject(self, username: str, contact_id: str) -> None:
-        self._owned_offer(username, contact_id)
-        self._cancel_offer_timer(contact_id)
-        self._route(lambda now: self.router.offer_rejected(contact_id, username, now))
+    def _rejected(self, username: str, contact: Contact) -> None:
+        self._cancel_offer_timer(contact.contact_id)
+        contact.offered_to = None
+        contact.phone_ringing = False
+        self._route(lambda now: self.router.offer_rejected(contact.contact_id, username, now))
 
     def hang_up(self, username: str, contact_id: str) -> None:
         contact = self._contacts.get(contact_id)
@@ -270,6 +306,9 @@ class ContactCenter:
                     contact = self._contacts.get(contact_id)
                     if contact is not None and contact.offered_to == agent_id:
                         contact.offered_to = None
+                        if contact.phone_ringing and self._voice is not None:
+                            self._voice.stop_ringing(contact.call_id, AgentLegEnd.CANCELLED)
+                        contact.phone_ringing = False
                     self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": reason}))
                 case AnnounceAgentState(agent_id=agent_id, state=state, previous=previous, reason=reason):
                     self._publish(
@@ -302,7 +341,7 @@ class ContactCenter:
         self._offer_timers[offer.contact_id] = loop.call_later(
             self.offer_timeout_s, self._offer_expired, offer.contact_id, offer.agent_id
         )
-        self._spawn(self._send_pop(contact, offer.agent_id))
+        self._spawn(self._pop_and_ring(contact, offer.agent_id))
 
     def _offer_expired(self, contact_id: str, agent_id: str) -> None:
         self._offer_timers.pop(contact_id, None)
@@ -310,10 +349,12 @@ class ContactCenter:
         if contact is None or contact.offered_to != agent_id or contact.agent_id is not None:
             return
         log.info("offer of %s to %s timed out", contact_id, agent_id)
+        if contact.phone_ringing and self._voice is not None:
+            self._voice.stop_ringing(contact.call_id, AgentLegEnd.NO_ANSWER)
         self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": "timeout"}))
         try:
-            self._execute(self.router.offer_rejected(contact_id, agent_id, self.clock()))
-        except RoutingError:
+            self._rejected(agent_id, contact)
+        except CenterError:
             log.exception("routing refused the timeout of %s", contact_id)
 
     def _cancel_offer_timer(self, contact_id: str) -> None:
@@ -329,9 +370,17 @@ class ContactCenter:
 
     # --- the screen pop --------------------------------------------------------------
 
-    async def _send_pop(self, contact: Contact, agent_id: str) -> None:
+    async def _pop_and_ring(self, contact: Contact, agent_id: str) -> None:
+        """The pop goes out the moment the offer is made; then the agent's phone rings
+        (when one is registered), showing the customer's name."""
         identity = await _identity_or_unknown(contact.identity)
         await self.sessions.send(agent_id, screen_pop(contact, identity, offer_timeout_s=self.offer_timeout_s))
+        if self._voice is None or contact.ended or contact.offered_to != agent_id:
+            return
+        phones = await self._voice.phones_of(agent_id)
+        if not phones or contact.ended or contact.offered_to != agent_id or contact.agent_id is not None:
+            return
+        contact.phone_ringing = self._voice.ring_agent(contact.call_id, agent_id, phones, caller_name=_caller_name(identity))
 
     async def _identify(self, caller: str) -> CallerIdentity:
         matches = await self.crm.lookup_by_phone(caller, default_region=self.default_region)

@@ -40,6 +40,11 @@ class Settings:
     # The address written into SDP and Contact; derived from sip_host when it is concrete.
     public_address: str = ""
     default_region: str = "GB"
+    sip_realm: str = "ctihub"
+    # Digest algorithms offered to phones, in preference order (RFC 8760: SHA-256 first);
+    # "MD5" alone for phone fleets that know nothing else.
+    sip_digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    secret_key: str = ""  # empty: generated once into the data dir (see cti.secrets)
     demo: bool = False
     log_level: str = "INFO"
 
@@ -66,6 +71,9 @@ _SETTINGS = {
     "rtp_ports": ("--rtp-ports", "CTIHUB_RTP_PORTS"),
     "public_address": ("--public-address", "CTIHUB_PUBLIC_ADDRESS"),
     "default_region": ("--default-region", "CTIHUB_DEFAULT_REGION"),
+    "sip_realm": ("--sip-realm", "CTIHUB_SIP_REALM"),
+    "sip_digest_algorithms": ("--sip-digest-algorithms", "CTIHUB_SIP_DIGEST_ALGORITHMS"),
+    "secret_key": ("--secret-key", "CTIHUB_SECRET_KEY"),
     "demo": ("--demo", "CTIHUB_DEMO"),
     "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
 }
@@ -107,6 +115,9 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         rtp_port_max=rtp_max,
         public_address=_host("public_address", text("public_address", "")) if text("public_address", "") else "",
         default_region=_region(text("default_region", "GB")),
+        sip_realm=_realm(text("sip_realm", "ctihub")),
+        sip_digest_algorithms=_algorithms(text("sip_digest_algorithms", "SHA-256,MD5")),
+        secret_key=_secret(text("secret_key", "")),
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )
@@ -181,6 +192,28 @@ def _region(value: str) -> str:
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(setting_label("default_region"), f"{value!r} is not an ISO 3166 region code that phone numbers use")
     return region
+
+
+def _realm(value: str) -> str:
+    if not value or any(ch in value for ch in '"\\\r\n') or len(value) > 128:
+        raise ConfigError(setting_label("sip_realm"), f"{value!r} is not a usable digest realm (1-128 characters, no quotes)")
+    return value
+
+
+def _algorithms(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip().upper() for part in value.split(",") if part.strip())
+    unknown = [n for n in names if n not in ("SHA-256", "MD5")]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ConfigError(
+            setting_label("sip_digest_algorithms"), f"{value!r} must list SHA-256 and/or MD5, comma-separated, each once"
+        )
+    return names
+
+
+def _secret(value: str) -> str:
+    if value and len(value) < 32:
+        raise ConfigError(setting_label("secret_key"), "must be at least 32 characters (or unset to generate one)")
+    return value
 
 
 def _log_level(value: str) -> str:

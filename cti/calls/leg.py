@@ -42,7 +42,7 @@ class IllegalLegTransition(RuntimeError):
     pass
 
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REGISTER")
 
 
 @dataclass(slots=True, kw_only=True)

@@ -46,7 +46,7 @@ DEMO_USERS = (
 )
 
 
-async def seed_demo_directory(store: DirectoryStore) -> None:
+async def seed_demo_directory(store: DirectoryStore, *, sip_realm: str) -> None:
     """Idempotent: existing queues and users are left as they are."""
     for name, display, skills, numbers in DEMO_QUEUES:
         await store.ensure_queue(name=name, display_name=display, required_skills=skills, numbers=numbers)
@@ -63,3 +63,6 @@ async def seed_demo_directory(store: DirectoryStore) -> None:
             skills=user.skills,
             languages=user.languages,
         )
+        if user.role == "agent":
+            # Demo phones register as agentNN with the same public demo password.
+            await store.set_sip_password(user.username, realm=sip_realm, password=DEMO_PASSWORD)

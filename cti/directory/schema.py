@@ -34,6 +34,10 @@ class Agent(Base):
     skills: Mapped[list[str]] = mapped_column(JSON, default=list)
     languages: Mapped[list[str]] = mapped_column(JSON, default=list)
     extension: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Digest HA1 per algorithm ({"MD5": ..., "SHA-256": ...}) for the agent's phones;
+    # HA1 binds the realm, so the realm it was made for is kept beside it.
+    sip_realm: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    sip_ha1: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Queue(Base):

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cti.directory.schema import Agent, DialledNumber, Queue, User
+from cti.sip.digest import ha1_set
 
 ROLES = ("agent", "supervisor", "qa", "admin")
 
@@ -135,6 +136,31 @@ class DirectoryStore:
             if role == "agent":
                 session.add(Agent(username=username, skills=list(skills), languages=list(languages)))
         return True
+
+    async def set_sip_password(self, username: str, *, realm: str, password: str) -> bool:
+        """Store the digest HA1 values of an agent's SIP password; False for no such agent."""
+        ha1s = ha1_set(username, realm, password)
+        async with self._sessionmaker() as session, session.begin():
+            agent = await session.get(Agent, username)
+            if agent is None:
+                return False
+            agent.sip_realm = realm
+            agent.sip_ha1 = ha1s
+        return True
+
+    async def sip_credentials(self, username: str, *, realm: str) -> dict[str, str] | None:
+        """HA1 by algorithm for an enabled agent whose credentials were made for `realm`."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(Agent.sip_ha1, Agent.sip_realm, User.disabled)
+                    .join(User, User.username == Agent.username)
+                    .where(Agent.username == username)
+                )
+            ).first()
+        if row is None or row.disabled or row.sip_ha1 is None or row.sip_realm != realm:
+            return None
+        return dict(row.sip_ha1)
 
     async def ensure_queue(self, *, name: str, display_name: str, required_skills: tuple[str, ...], numbers: tuple[str, ...]) -> None:
         async with self._sessionmaker() as session, session.begin():

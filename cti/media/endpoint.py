@@ -1,9 +1,8 @@
 """One leg's RTP and RTCP sockets (asyncio adapter).
 
 Sockets are bound synchronously, so that the SDP answer can name the port at once, and
-then handed to the event loop. In this first slice the endpoint anchors the media at
-the hub and counts what it receives; relaying between legs, prompts and the recording
-tap attach here later.
+then handed to the event loop. Received packets go to one handler: the other leg's
+`send` while bridged (the relay), later also prompts' and recordings' taps.
 """
 
 from __future__ import annotations
@@ -11,37 +10,56 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cti.media.ports import PortPairAllocator
 
 log = logging.getLogger(__name__)
 
 
-class _Counter(asyncio.DatagramProtocol):
+class _Receiver(asyncio.DatagramProtocol):
+    """Counts what arrives, latches the peer's address, and hands packets on."""
+
     def __init__(self) -> None:
         self.packets = 0
         self.octets = 0
         self.last_source: tuple[str, int] | None = None
+        self.last_arrival: float | None = None
+        self.on_packet: Callable[[bytes], None] | None = None
+        self.loop_time: Callable[[], float] = lambda: 0.0
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.packets += 1
         self.octets += len(data)
-        self.last_source = addr
+        self.last_source = (addr[0], addr[1])
+        self.last_arrival = self.loop_time()
+        if self.on_packet is not None:
+            self.on_packet(data)
 
 
 class RtpEndpoint:
+    """RTP and RTCP sockets of one leg. `remote` comes from the peer's SDP; once the peer
+    sends, its real source address wins (symmetric RTP, RFC 4961), which is what gets
+    media through NATs."""
+
     def __init__(self, host: str, port: int, rtp: socket.socket, rtcp: socket.socket) -> None:
         self.host = host
         self.port = port
+        self.remote: tuple[str, int] | None = None
+        self.packets_sent = 0
         self._sockets = (rtp, rtcp)
-        self._counter = _Counter()
-        self._transports: list[asyncio.BaseTransport] = []
+        self._receiver = _Receiver()
+        self._transports: list[asyncio.DatagramTransport] = []
         self._closed = False
-        self._attach = asyncio.get_running_loop().create_task(self._attach_to_loop())
+        loop = asyncio.get_running_loop()
+        self._receiver.loop_time = loop.time
+        self._attach = loop.create_task(self._attach_to_loop())
 
     async def _attach_to_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        rtp, _ = await loop.create_datagram_endpoint(lambda: self._counter, sock=self._sockets[0])
+        rtp, _ = await loop.create_datagram_endpoint(lambda: self._receiver, sock=self._sockets[0])
         rtcp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=self._sockets[1])
         self._transports = [rtp, rtcp]
         if self._closed:
@@ -49,10 +67,26 @@ class RtpEndpoint:
 
     @property
     def packets_received(self) -> int:
-        return self._counter.packets
+        return self._receiver.packets
+
+    @property
+    def last_arrival(self) -> float | None:
+        return self._receiver.last_arrival
+
+    def on_packet(self, handler: Callable[[bytes], None] | None) -> None:
+        """Where received RTP goes (the other leg's `send`, a tap...)."""
+        self._receiver.on_packet = handler
+
+    def send(self, data: bytes) -> None:
+        destination = self._receiver.last_source or self.remote
+        if destination is None or not self._transports or self._closed:
+            return  # nowhere to send yet: early media is dropped, not queued
+        self._transports[0].sendto(data, destination)
+        self.packets_sent += 1
 
     def close(self) -> None:
         self._closed = True
+        self._receiver.on_packet = None
         if self._transports:
             self._close_transports()
         else:
@@ -66,6 +100,17 @@ class RtpEndpoint:
         self._transports = []
 
 
+def bridge(a: RtpEndpoint, b: RtpEndpoint) -> None:
+    """Relay RTP both ways between two legs (same codec on both: no transcoding)."""
+    a.on_packet(b.send)
+    b.on_packet(a.send)
+
+
+def unbridge(a: RtpEndpoint, b: RtpEndpoint) -> None:
+    a.on_packet(None)
+    b.on_packet(None)
+
+
 def _bind_udp(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -77,6 +122,13 @@ def _bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClosedEndpoint:
+    port: int
+    received: int
+    sent: int
+
+
 class MediaPorts:
     """Opens RTP endpoints on port pairs from the allocator; the one owner of RTP sockets."""
 
@@ -84,6 +136,10 @@ class MediaPorts:
         self._host = host
         self._allocator = allocator
         self._open: dict[int, RtpEndpoint] = {}
+        # Totals of closed endpoints, for metrics and for tests that prove media flowed.
+        self.packets_received_total = 0
+        self.packets_sent_total = 0
+        self.recently_closed: deque[ClosedEndpoint] = deque(maxlen=64)
 
     @property
     def open_endpoints(self) -> int:
@@ -114,6 +170,11 @@ class MediaPorts:
 
     def close(self, endpoint: RtpEndpoint) -> None:
         if self._open.pop(endpoint.port, None) is not None:
+            self.packets_received_total += endpoint.packets_received
+            self.packets_sent_total += endpoint.packets_sent
+            self.recently_closed.append(
+                ClosedEndpoint(port=endpoint.port, received=endpoint.packets_received, sent=endpoint.packets_sent)
+            )
             endpoint.close()
             self._allocator.release(endpoint.port)
 

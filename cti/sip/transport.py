@@ -81,7 +81,7 @@ class SipUdpEndpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.datagrams_received += 1
         try:
-            self._run(self.layer.datagram_received(data, (addr[0], addr[1]), self._now()))
+            self.run(self.layer.datagram_received(data, (addr[0], addr[1]), self._now()))
         except Exception:  # the listener must survive any datagram
             self.datagrams_failed += 1
             log.exception("datagram from %s:%s could not be processed; dropped", addr[0], addr[1])
@@ -93,22 +93,22 @@ class SipUdpEndpoint(asyncio.DatagramProtocol):
     # --- the transaction user's side -------------------------------------------------
 
     def send_response(self, transaction: str, response: SipResponse) -> None:
-        self._run(self.layer.send_response(transaction, response, self._now()))
+        self.run(self.layer.send_response(transaction, response, self._now()))
 
     def send_request(self, request: SipRequest, destination: Address) -> str:
         key, commands = self.layer.send_request(request, destination, self._now())
-        self._run(commands)
+        self.run(commands)
         return key
 
     def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> None:
-        self._run(self.layer.send_stateless(message, destination))
+        self.run(self.layer.send_stateless(message, destination))
 
     # --- command dispatch ------------------------------------------------------------
 
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else 0.0
 
-    def _run(self, commands: Iterable[Command]) -> None:
+    def run(self, commands: Iterable[Command]) -> None:
         for command in commands:
             match command:
                 case SendDatagram(data=data, destination=destination):
@@ -145,7 +145,7 @@ class SipUdpEndpoint(asyncio.DatagramProtocol):
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
         try:
-            self._run(self.layer.timer_fired(key, self._now()))
+            self.run(self.layer.timer_fired(key, self._now()))
         except Exception:
             log.exception("timer %s failed", key)
 

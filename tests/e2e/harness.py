@@ -35,6 +35,7 @@ async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_
         "demo": True,
         "database_url": database_url,
         "redis_url": redis_url,
+        "sip_digest_algorithms": options.pop("sip_digest_algorithms", None),
     }
     settings = load_settings(flags, environ={})
     hub = Hub(settings, answer_delay_s=options.pop("answer_delay_s", 0.2), **options)
