@@ -5,30 +5,61 @@ I/O, no clock); the hub's asyncio shell feeds it facts with the time and carries
 commands it returns.
 """
 
+from routing.config import ConfigError, RoutingConfig, build_router, load_config
+from routing.expressions import ParseError
 from routing.model import (
     AGENT_TRANSITIONS,
+    ActionKind,
     AgentProfile,
     AgentState,
     AnnounceAgentState,
     AnnounceQueued,
     Command,
+    DisconnectContact,
+    OfferCallback,
     OfferContact,
+    OverflowContact,
+    QueueAction,
     QueueConfig,
+    RejectContact,
     RoutingError,
+    RoutingStep,
+    Rule,
+    StatsChanged,
+    Strategy,
     WithdrawOffer,
 )
 from routing.router import Router
+from routing.rules_default import DEFAULT_RULES
+from routing.stats import RoutingStats
 
 __all__ = [
     "AGENT_TRANSITIONS",
+    "ActionKind",
     "AgentProfile",
     "AgentState",
     "AnnounceAgentState",
     "AnnounceQueued",
     "Command",
+    "ConfigError",
+    "DEFAULT_RULES",
+    "DisconnectContact",
+    "OfferCallback",
     "OfferContact",
+    "OverflowContact",
+    "ParseError",
+    "QueueAction",
     "QueueConfig",
+    "RejectContact",
     "Router",
+    "RoutingConfig",
     "RoutingError",
+    "RoutingStats",
+    "RoutingStep",
+    "Rule",
+    "StatsChanged",
+    "Strategy",
     "WithdrawOffer",
+    "build_router",
+    "load_config",
 ]

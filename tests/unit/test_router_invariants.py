@@ -157,7 +157,7 @@ class RouterMachine(RuleBasedStateMachine):
                             f"{cmd.contact_id} offered to {cmd.agent_id} before older {older}"
                         )
             elif isinstance(cmd, WithdrawOffer):
-                assert cmd.reason in ("abandoned", "agent_logged_out")
+                assert cmd.reason in ("abandoned", "agent_logged_out", "timeout")
             else:
                 assert isinstance(cmd, AnnounceQueued)
 
