@@ -1,9 +1,17 @@
-"""SIP transactions over an unreliable transport (RFC 3261 §17, RFC 6026), sans I/O.
+"""SIP transactions over UDP and TCP (RFC 3261 §17, RFC 6026), sans I/O.
 
-Owns: matching datagrams to transactions, retransmission and timeout timers (A-M), absorbing retransmitted requests, the automatic
+Owns: matching messages to transactions, retransmission and timeout timers (A-M), absorbing retransmitted requests, the automatic
 100 Trying, and the §8.2 request checks before a request reaches the transaction user.
 Must never: touch a socket, a clock or asyncio. Time comes in as `now`; timers go out
 as `StartTimer`/`CancelTimer` commands and come back through `timer_fired`.
+
+Each transaction knows the transport it runs on, from the message that created it or
+from the transaction user's `send_request`. Over a reliable transport (TCP) nothing is
+retransmitted (no Timers A, E, G) and the wait states end at once (Timers D, I, J, K
+are 0, §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2), while the timeouts B, F, H still run.
+A `SendDatagram` (one whole message) names its transport; over TCP a response goes on
+the connection its request came in on, `destination`, or if that one is gone to a new
+connection to `fallback`, the Via's sent-by (§18.2.2).
 
 The retransmission of a 2xx to INVITE until its ACK (RFC 3261 §13.3.1.4) is done here,
 in the RFC 6026 "Accepted" state, so that the dialog layer stays free of timers.
@@ -13,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cti.sip.message import (
     SipParseError,
@@ -24,11 +32,19 @@ from cti.sip.message import (
     response_for_parse_error,
     serialize,
 )
+from cti.sip._grammar import split_list
 from cti.sip.headers import Headers
 from cti.sip.uri import Via
 from cti.sip.validation import check_request
 
 Address = tuple[str, int]
+
+UDP = "UDP"
+TCP = "TCP"
+
+
+def is_reliable(transport: str) -> bool:
+    return transport.upper() != UDP
 
 T1 = 0.5
 T2 = 4.0
@@ -42,8 +58,13 @@ MAGIC_COOKIE = "z9hG4bK"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendDatagram:
+    """Send one whole message. Over TCP `destination` names the connection (the peer's
+    address); `fallback` is where a response goes if that connection is gone."""
+
     data: bytes
     destination: Address
+    transport: str = UDP
+    fallback: Address | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +173,15 @@ class _ServerTransaction:
     last_response: bytes | None = None
     dialog_key: tuple[str, int] | None = None  # (Call-ID, CSeq) while ACCEPTED
     retransmit_interval: float = T1
+    transport: str = UDP
+    fallback: Address | None = None  # reliable only: the Via's sent-by (§18.2.2)
+
+    @property
+    def reliable(self) -> bool:
+        return is_reliable(self.transport)
+
+    def send(self, data: bytes) -> SendDatagram:
+        return SendDatagram(data=data, destination=self.destination, transport=self.transport, fallback=self.fallback)
 
     def move(self, new: ServerState) -> None:
         if new not in _SERVER_TRANSITIONS[self.state]:
@@ -169,6 +199,14 @@ class _ClientTransaction:
     state: ClientState = ClientState.TRYING
     retransmit_interval: float = T1
     ack: bytes | None = None  # the ACK we sent for a non-2xx final response
+    transport: str = UDP
+
+    @property
+    def reliable(self) -> bool:
+        return is_reliable(self.transport)
+
+    def send(self, data: bytes) -> SendDatagram:
+        return SendDatagram(data=data, destination=self.destination, transport=self.transport)
 
     def move(self, new: ClientState) -> None:
         if new not in _CLIENT_TRANSITIONS[self.state]:
@@ -194,22 +232,23 @@ class TransactionLayer:
 
     # --- inputs ----------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, source: Address, now: float) -> list[Command]:
-        """One UDP datagram arrived from `source`."""
+    def datagram_received(self, data: bytes, source: Address, now: float, *, transport: str = UDP) -> list[Command]:
+        """One UDP datagram arrived from `source`, or one framed message on the TCP
+        connection from `source` (`transport="TCP"`)."""
         if not data.strip(b"\r\n"):
             return []  # keep-alive (RFC 5626 CRLF ping)
         try:
             message = parse_message(data)
         except SipParseError as err:
-            return self._reject_unparsable(err, source)
+            return self._reject_unparsable(err, source, transport)
         if isinstance(message, SipResponse):
             return self._response_received(message)
         try:
-            return self._request_received(message, source)
+            return self._request_received(message, source, transport)
         except SipParseError as err:
             # A header the matching needs (Via, CSeq) is unusable.
             err.partial = err.partial or message
-            return self._reject_unparsable(err, source)
+            return self._reject_unparsable(err, source, transport)
 
     def timer_fired(self, key: str, now: float) -> list[Command]:
         kind, _, txn_key = key.partition(":")
@@ -229,47 +268,51 @@ class TransactionLayer:
             raise TransactionError(f"server transaction {transaction!r} already sent a final response")
         data = serialize(response)
         txn.last_response = data
-        commands: list[Command] = [SendDatagram(data=data, destination=txn.destination)]
+        commands: list[Command] = [txn.send(data)]
         if response.status < 200:
             txn.move(ServerState.PROCEEDING)
             return commands
+        # Over a reliable transport the final response is not retransmitted (no Timer G).
+        retransmit = [] if txn.reliable else [StartTimer(key=f"G:{txn.key}", delay=self.t1)]
         if txn.method == "INVITE" and response.status < 300:
             txn.move(ServerState.ACCEPTED)
             txn.dialog_key = (txn.request.call_id, txn.request.cseq[0])
             self._accepted[txn.dialog_key] = txn.key
             txn.retransmit_interval = self.t1
-            commands += [
-                StartTimer(key=f"G:{txn.key}", delay=self.t1),
-                StartTimer(key=f"H:{txn.key}", delay=64 * self.t1),
-            ]
+            commands += [*retransmit, StartTimer(key=f"H:{txn.key}", delay=64 * self.t1)]
             return commands
         txn.move(ServerState.COMPLETED)
         if txn.method == "INVITE":
             txn.retransmit_interval = self.t1
-            commands += [
-                StartTimer(key=f"G:{txn.key}", delay=self.t1),
-                StartTimer(key=f"H:{txn.key}", delay=64 * self.t1),
-            ]
+            commands += [*retransmit, StartTimer(key=f"H:{txn.key}", delay=64 * self.t1)]
+        elif txn.reliable:
+            self._drop_server(txn)  # Timer J is 0: no retransmitted request will come
         else:
             commands.append(StartTimer(key=f"J:{txn.key}", delay=64 * self.t1))
         return commands
 
-    def send_request(self, request: SipRequest, destination: Address, now: float) -> tuple[str, list[Command]]:
-        """Start a client transaction: INVITE (Timers A, B) or non-INVITE (Timers E, F)."""
+    def send_request(
+        self, request: SipRequest, destination: Address, now: float, *, transport: str = UDP
+    ) -> tuple[str, list[Command]]:
+        """Start a client transaction: INVITE (Timers A, B) or non-INVITE (Timers E, F);
+        over a reliable transport without the retransmissions (A, E)."""
         if request.method == "ACK":
             raise TransactionError("ACK has no transaction; use send_stateless")
         key = self._client_key(request.top_via.branch or "", request.method)
         if key in self._clients:
             raise TransactionError(f"a client transaction with branch {key!r} exists")
+        request = _sent_over(request, transport)
         data = serialize(request)
-        txn = _ClientTransaction(key=key, method=request.method, request=request, data=data, destination=destination)
+        txn = _ClientTransaction(
+            key=key, method=request.method, request=request, data=data, destination=destination, transport=transport
+        )
         self._clients[key] = txn
         retransmit, timeout = ("A", "B") if request.method == "INVITE" else ("E", "F")
-        return key, [
-            SendDatagram(data=data, destination=destination),
-            StartTimer(key=f"{retransmit}:{key}", delay=self.t1),
-            StartTimer(key=f"{timeout}:{key}", delay=64 * self.t1),
-        ]
+        commands: list[Command] = [txn.send(data)]
+        if not txn.reliable:
+            commands.append(StartTimer(key=f"{retransmit}:{key}", delay=self.t1))
+        commands.append(StartTimer(key=f"{timeout}:{key}", delay=64 * self.t1))
+        return key, commands
 
     def cancel(self, transaction: str, now: float) -> tuple[str | None, list[Command]]:
         """CANCEL a pending INVITE client transaction (§9.1). A CANCEL may only follow a
@@ -289,11 +332,15 @@ class TransactionLayer:
         headers.add("Call-ID", invite.call_id)
         headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
         cancel = SipRequest(method="CANCEL", uri=invite.uri, headers=headers)
-        return self.send_request(cancel, txn.destination, now)
+        return self.send_request(cancel, txn.destination, now, transport=txn.transport)
 
-    def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> list[Command]:
+    def send_stateless(
+        self, message: SipRequest | SipResponse, destination: Address, *, transport: str = UDP
+    ) -> list[Command]:
         """For an ACK to a 2xx, which has no transaction."""
-        return [SendDatagram(data=serialize(message), destination=destination)]
+        if isinstance(message, SipRequest):
+            message = _sent_over(message, transport)
+        return [SendDatagram(data=serialize(message), destination=destination, transport=transport)]
 
     def is_pending(self, transaction: str) -> bool:
         """True while a server transaction still awaits its final response."""
@@ -306,9 +353,13 @@ class TransactionLayer:
 
     # --- requests --------------------------------------------------------------------
 
-    def _request_received(self, request: SipRequest, source: Address) -> list[Command]:
+    def _request_received(self, request: SipRequest, source: Address, transport: str) -> list[Command]:
         via = request.top_via
         request, destination = _stamp_received(request, via, source)
+        fallback = None
+        if is_reliable(transport):
+            # §18.2.2: back on the connection the request came in on, else to the sent-by.
+            destination, fallback = source, (source[0], via.port or 5060)
         key = self._server_key(request)
         if request.method == "ACK":
             return self._ack_received(request, key, source)
@@ -316,7 +367,9 @@ class TransactionLayer:
         if existing is not None:
             return self._retransmission(existing)
 
-        txn = _ServerTransaction(key=key, method=request.method, request=request, destination=destination)
+        txn = _ServerTransaction(
+            key=key, method=request.method, request=request, destination=destination, transport=transport, fallback=fallback
+        )
         self._servers[key] = txn
         rejection = check_request(
             request,
@@ -342,7 +395,7 @@ class TransactionLayer:
     def _retransmission(self, txn: _ServerTransaction) -> list[Command]:
         # RFC 3261 §17.2.1/§17.2.2: resend the last response; in TRYING there is none yet.
         if txn.state in (ServerState.PROCEEDING, ServerState.COMPLETED) and txn.last_response is not None:
-            return [SendDatagram(data=txn.last_response, destination=txn.destination)]
+            return [txn.send(txn.last_response)]
         return []  # ACCEPTED: the 2xx is retransmitted on its own timer; absorb.
 
     def _ack_received(self, ack: SipRequest, key: str, source: Address) -> list[Command]:
@@ -350,11 +403,11 @@ class TransactionLayer:
         txn = self._servers.get(invite_key)
         if txn is not None and txn.state == ServerState.COMPLETED:
             txn.move(ServerState.CONFIRMED)
-            return [
-                CancelTimer(key=f"G:{txn.key}"),
-                CancelTimer(key=f"H:{txn.key}"),
-                StartTimer(key=f"I:{txn.key}", delay=self.t4),
-            ]
+            stop: list[Command] = [CancelTimer(key=f"G:{txn.key}"), CancelTimer(key=f"H:{txn.key}")]
+            if txn.reliable:
+                self._drop_server(txn)  # Timer I is 0: no retransmitted ACK will come
+                return stop
+            return [*stop, StartTimer(key=f"I:{txn.key}", delay=self.t4)]
         if txn is not None and txn.state == ServerState.CONFIRMED:
             return []  # retransmitted ACK for a non-2xx
         dialog_key = (ack.call_id, ack.cseq[0])
@@ -367,27 +420,25 @@ class TransactionLayer:
         commands.append(DeliverAck(request=ack, source=source))
         return commands
 
-    def _reject_unparsable(self, err: SipParseError, source: Address) -> list[Command]:
+    def _reject_unparsable(self, err: SipParseError, source: Address, transport: str) -> list[Command]:
         response = response_for_parse_error(err)
         if response is None:
             return [Log(level="warning", message=f"dropped unparsable datagram from {source[0]}:{source[1]}: {err.reason}")]
         destination = source
-        try:
-            _, destination = _stamp_received(err.partial, err.partial.top_via, source) if err.partial else (None, source)
-        except SipParseError:
-            destination = source
+        if not is_reliable(transport):  # over TCP the answer goes back on the connection
+            try:
+                _, destination = _stamp_received(err.partial, err.partial.top_via, source) if err.partial else (None, source)
+            except SipParseError:
+                destination = source
         return [
             Log(level="warning", message=f"bad request from {source[0]}:{source[1]}: {err.reason}; answered {response.status}"),
-            SendDatagram(data=serialize(response), destination=destination),
+            SendDatagram(data=serialize(response), destination=destination, transport=transport),
         ]
 
     def _server_timer(self, kind: str, txn: _ServerTransaction) -> list[Command]:
         if kind == "G" and txn.state in (ServerState.COMPLETED, ServerState.ACCEPTED) and txn.last_response:
             txn.retransmit_interval = min(2 * txn.retransmit_interval, self.t2)
-            return [
-                SendDatagram(data=txn.last_response, destination=txn.destination),
-                StartTimer(key=f"G:{txn.key}", delay=txn.retransmit_interval),
-            ]
+            return [txn.send(txn.last_response), StartTimer(key=f"G:{txn.key}", delay=txn.retransmit_interval)]
         if kind == "H" and txn.state in (ServerState.COMPLETED, ServerState.ACCEPTED):
             was_accepted = txn.state == ServerState.ACCEPTED
             self._drop_server(txn)
@@ -426,12 +477,11 @@ class TransactionLayer:
             txn.move(ClientState.PROCEEDING)
             return [DeliverResponse(response=response, transaction=txn.key)]
         txn.move(ClientState.COMPLETED)
-        return [
-            CancelTimer(key=f"E:{txn.key}"),
-            CancelTimer(key=f"F:{txn.key}"),
-            StartTimer(key=f"K:{txn.key}", delay=self.t4),
-            DeliverResponse(response=response, transaction=txn.key),
-        ]
+        stop: list[Command] = [CancelTimer(key=f"E:{txn.key}"), CancelTimer(key=f"F:{txn.key}")]
+        if txn.reliable:
+            self._drop_client(txn)  # Timer K is 0: no retransmitted response will come
+            return [*stop, DeliverResponse(response=response, transaction=txn.key)]
+        return [*stop, StartTimer(key=f"K:{txn.key}", delay=self.t4), DeliverResponse(response=response, transaction=txn.key)]
 
     def _invite_response(self, txn: _ClientTransaction, response: SipResponse) -> list[Command]:
         stop = [CancelTimer(key=f"A:{txn.key}"), CancelTimer(key=f"B:{txn.key}")]
@@ -448,14 +498,17 @@ class TransactionLayer:
             return [*stop, *timers, DeliverResponse(response=response, transaction=txn.key)]
         if txn.state == ClientState.COMPLETED:
             assert txn.ack is not None
-            return [SendDatagram(data=txn.ack, destination=txn.destination)]  # §17.1.1.2: re-ACK
+            return [txn.send(txn.ack)]  # §17.1.1.2: re-ACK
         if txn.state == ClientState.ACCEPTED:
             return []
         txn.move(ClientState.COMPLETED)
         txn.ack = serialize(_ack_for_failure(txn.request, response))
+        if txn.reliable:
+            self._drop_client(txn)  # Timer D is 0: no retransmitted response will come
+            return [*stop, txn.send(txn.ack), DeliverResponse(response=response, transaction=txn.key)]
         return [
             *stop,
-            SendDatagram(data=txn.ack, destination=txn.destination),
+            txn.send(txn.ack),
             StartTimer(key=f"D:{txn.key}", delay=self.timer_d),
             DeliverResponse(response=response, transaction=txn.key),
         ]
@@ -463,22 +516,15 @@ class TransactionLayer:
     def _client_timer(self, kind: str, txn: _ClientTransaction) -> list[Command]:
         if kind == "A" and txn.state == ClientState.TRYING:
             txn.retransmit_interval *= 2  # §17.1.1.2: Timer A doubles without a cap
-            return [
-                SendDatagram(data=txn.data, destination=txn.destination),
-                StartTimer(key=f"A:{txn.key}", delay=txn.retransmit_interval),
-            ]
+            return [txn.send(txn.data), StartTimer(key=f"A:{txn.key}", delay=txn.retransmit_interval)]
         if kind == "E" and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
             # §17.1.2.2: in PROCEEDING retransmit every T2.
             txn.retransmit_interval = (
                 self.t2 if txn.state == ClientState.PROCEEDING else min(2 * txn.retransmit_interval, self.t2)
             )
-            return [
-                SendDatagram(data=txn.data, destination=txn.destination),
-                StartTimer(key=f"E:{txn.key}", delay=txn.retransmit_interval),
-            ]
+            return [txn.send(txn.data), StartTimer(key=f"E:{txn.key}", delay=txn.retransmit_interval)]
         if kind in ("B", "F") and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
-            txn.move(ClientState.TERMINATED)
-            del self._clients[txn.key]
+            self._drop_client(txn)
             return [
                 CancelTimer(key=f"{'A' if kind == 'B' else 'E'}:{txn.key}"),
                 ReportTimeout(transaction=txn.key, what="no_response"),
@@ -486,9 +532,12 @@ class TransactionLayer:
         if (kind == "K" and txn.state == ClientState.COMPLETED) or (
             kind in ("D", "M") and txn.state in (ClientState.COMPLETED, ClientState.ACCEPTED)
         ):
-            txn.move(ClientState.TERMINATED)
-            del self._clients[txn.key]
+            self._drop_client(txn)
         return []
+
+    def _drop_client(self, txn: _ClientTransaction) -> None:
+        txn.move(ClientState.TERMINATED)
+        del self._clients[txn.key]
 
     # --- matching --------------------------------------------------------------------
 
@@ -534,6 +583,21 @@ def _ack_for_failure(invite: SipRequest, response: SipResponse) -> SipRequest:
     headers.add("Call-ID", invite.call_id)
     headers.add("CSeq", f"{invite.cseq[0]} ACK")
     return SipRequest(method="ACK", uri=invite.uri, headers=headers)
+
+
+def _sent_over(request: SipRequest, transport: str) -> SipRequest:
+    """The request with its top Via naming the transport it is sent on (§18.1.1: the
+    client transport fills in the Via). The transaction user's request is not changed."""
+    top = request.top_via
+    if top.transport.upper() == transport.upper():
+        return request
+    stamped = replace(top, transport=transport.upper())
+    headers, done = Headers(), False
+    for name, value in request.headers:
+        if not done and name.lower() == "via":
+            value, done = ", ".join([str(stamped), *split_list(value)[1:]]), True
+        headers.add(name, value)
+    return replace(request, headers=headers)
 
 
 def _stamp_received(request: SipRequest, via: Via, source: Address) -> tuple[SipRequest, Address]:

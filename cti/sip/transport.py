@@ -1,20 +1,31 @@
-"""SIP over UDP: the thin asyncio shell around `TransactionLayer`.
+"""The SIP endpoint: the thin asyncio shell around `TransactionLayer`, with UDP and TCP
+plugged in (RFC 3261 §18).
 
-It turns datagrams into calls of the pure layer and the layer's commands into I/O:
-`SendDatagram` -> sendto, `StartTimer`/`CancelTimer` -> loop.call_later handles,
-`Deliver*`/`ReportTimeout` -> the transaction user, `Log` -> logging. Nothing a peer
-sends can stop the listener: every failure is logged and the next datagram is served.
+It turns arriving messages into calls of the pure layer and the layer's commands into
+I/O: `SendDatagram` -> the UDP socket or a TCP connection (by the command's transport),
+`StartTimer`/`CancelTimer` -> loop.call_later handles, `Deliver*`/`ReportTimeout` -> the
+transaction user, `Log` -> logging. Nothing a peer sends can stop a listener: every
+failure is logged and the next message is served.
+
+Which transport a request goes out on (`send_request`, `send_stateless`) is decided
+here, so the transaction user never knows: TCP when the next hop's URI (the first
+Route, else the Request-URI) says `;transport=tcp`, or when the destination address was
+last heard from over TCP; otherwise UDP. Responses follow their request's transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Protocol, cast
 
+from cti.sip.errors import SipParseError
 from cti.sip.message import SipRequest, SipResponse
 from cti.sip.transaction import (
+    TCP,
+    UDP,
     Address,
     CancelTimer,
     Command,
@@ -27,10 +38,14 @@ from cti.sip.transaction import (
     StartTimer,
     TransactionLayer,
 )
+from cti.sip.transport_tcp import SipTcpEndpoint
+from cti.sip.uri import parse_name_addr, parse_uri
 
 log = logging.getLogger("cti.sip")
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+MAX_REMEMBERED_PEERS = 10_000  # addresses whose last transport we remember (oldest forgotten first)
 
 
 class TransactionUser(Protocol):
@@ -40,68 +55,136 @@ class TransactionUser(Protocol):
     def on_timeout(self, report: ReportTimeout) -> None: ...
 
 
-class SipUdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, layer: TransactionLayer, user: TransactionUser) -> None:
+def uri_transport(request: SipRequest) -> str | None:
+    """The `transport` parameter of the next hop's URI: the first Route (loose routing,
+    §16.12), else the Request-URI. None when it names none (or is unreadable)."""
+    try:
+        routes = request.headers.get_all("Route")
+        uri = parse_name_addr(routes[0]).uri if routes else parse_uri(request.uri)
+    except SipParseError:
+        return None
+    value = uri.param("transport")
+    return value.upper() if value else None
+
+
+def choose_transport(request: SipRequest | None, last_seen: str | None, *, tcp_available: bool) -> str:
+    """The transport policy: the URI's `transport` parameter, else the transport the
+    destination was last heard on, else UDP. TCP only while the TCP listener runs."""
+    wanted = (uri_transport(request) if request is not None else None) or last_seen or UDP
+    return TCP if wanted == TCP and tcp_available else UDP
+
+
+class SipEndpoint:
+    """One SIP endpoint (one host:port) on UDP and TCP, sharing one transaction layer."""
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        user: TransactionUser,
+        *,
+        tcp_idle_timeout: float = 300.0,
+        tcp_max_connections: int = 1024,
+    ) -> None:
         self.layer = layer
         self._user = user
-        self._transport: asyncio.DatagramTransport | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self.tcp: SipTcpEndpoint | None = None
+        self._tcp_idle_timeout = tcp_idle_timeout
+        self._tcp_max_connections = tcp_max_connections
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.datagrams_received = 0
+        self._last_seen: OrderedDict[Address, str] = OrderedDict()
+        self.datagrams_received = 0  # messages, UDP and TCP
         self.datagrams_failed = 0
 
-    async def start(self, host: str, port: int) -> Address:
+    async def start(self, host: str, port: int, *, tcp: bool = True) -> Address:
+        """Listen on UDP, then on TCP on the same port number (a port of 0 picks UDP's)."""
         self._loop = asyncio.get_running_loop()
-        await self._loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        return self.local_address
+        await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+        address = self.local_address
+        if tcp:
+            self.tcp = SipTcpEndpoint(
+                self._tcp_message, idle_timeout=self._tcp_idle_timeout, max_connections=self._tcp_max_connections
+            )
+            try:
+                await self.tcp.start(host, address[1])
+            except OSError:
+                self.close()
+                raise
+        return address
 
     @property
     def local_address(self) -> Address:
-        assert self._transport is not None, "endpoint not started"
-        host, port = self._transport.get_extra_info("sockname")[:2]
+        assert self._udp is not None, "endpoint not started"
+        host, port = self._udp.get_extra_info("sockname")[:2]
         return str(host), int(port)
 
     @property
     def running(self) -> bool:
-        return self._transport is not None and not self._transport.is_closing()
+        return self._udp is not None and not self._udp.is_closing()
 
     def close(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if self._transport is not None:
-            self._transport.close()
+        if self._udp is not None:
+            self._udp.close()
+        if self.tcp is not None:
+            self.tcp.close()
 
-    # --- asyncio.DatagramProtocol ----------------------------------------------------
+    async def wait_closed(self) -> None:
+        if self.tcp is not None:
+            await self.tcp.wait_closed()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's selector datagram transport does not subclass DatagramTransport.
-        self._transport = cast(asyncio.DatagramTransport, transport)
+    # --- arriving messages -----------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def message_received(self, data: bytes, source: Address, transport: str) -> None:
         self.datagrams_received += 1
         try:
-            self.run(self.layer.datagram_received(data, (addr[0], addr[1]), self._now()))
-        except Exception:  # the listener must survive any datagram
+            commands = self.layer.datagram_received(data, source, self._now(), transport=transport)
+            for command in commands:
+                if isinstance(command, (DeliverRequest, DeliverAck)):
+                    self._remember(command.request, source, transport)
+            self.run(commands)
+        except Exception:  # the listener must survive any message
             self.datagrams_failed += 1
-            log.exception("datagram from %s:%s could not be processed; dropped", addr[0], addr[1])
+            log.exception("%s message from %s:%s could not be processed; dropped", transport, source[0], source[1])
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the peer went away; timers will notice.
-        log.debug("UDP error: %s", exc)
+    def _tcp_message(self, data: bytes, source: Address) -> None:
+        self.message_received(data, source, TCP)
+
+    def _remember(self, request: SipRequest, source: Address, transport: str) -> None:
+        """Note the transport a peer used, under its source address and its Via sent-by
+        (the source host, which the network vouches for, with the Via's port): requests
+        to its Contact then take the same transport, and over TCP the same connection."""
+        sent_by = (source[0], request.top_via.port or 5060)
+        for address in (source, sent_by):
+            self._last_seen[address] = transport
+            self._last_seen.move_to_end(address)
+        while len(self._last_seen) > MAX_REMEMBERED_PEERS:
+            self._last_seen.popitem(last=False)
+        if transport == TCP and self.tcp is not None and sent_by != source:
+            self.tcp.alias(sent_by, source)
 
     # --- the transaction user's side -------------------------------------------------
+
+    def transport_for(self, request: SipRequest | None, destination: Address) -> str:
+        return choose_transport(
+            request, self._last_seen.get(destination), tcp_available=self.tcp is not None and self.tcp.serving
+        )
 
     def send_response(self, transaction: str, response: SipResponse) -> None:
         self.run(self.layer.send_response(transaction, response, self._now()))
 
     def send_request(self, request: SipRequest, destination: Address) -> str:
-        key, commands = self.layer.send_request(request, destination, self._now())
+        transport = self.transport_for(request, destination)
+        key, commands = self.layer.send_request(request, destination, self._now(), transport=transport)
         self.run(commands)
         return key
 
     def send_stateless(self, message: SipRequest | SipResponse, destination: Address) -> None:
-        self.run(self.layer.send_stateless(message, destination))
+        request = message if isinstance(message, SipRequest) else None
+        self.run(self.layer.send_stateless(message, destination, transport=self.transport_for(request, destination)))
 
     # --- command dispatch ------------------------------------------------------------
 
@@ -111,9 +194,8 @@ class SipUdpEndpoint(asyncio.DatagramProtocol):
     def run(self, commands: Iterable[Command]) -> None:
         for command in commands:
             match command:
-                case SendDatagram(data=data, destination=destination):
-                    if self._transport is not None and not self._transport.is_closing():
-                        self._transport.sendto(data, destination)
+                case SendDatagram(data=data, destination=destination, transport=transport, fallback=fallback):
+                    self._send(data, destination, transport, fallback)
                 case StartTimer(key=key, delay=delay):
                     self._cancel(key)
                     assert self._loop is not None
@@ -130,6 +212,15 @@ class SipUdpEndpoint(asyncio.DatagramProtocol):
                     self._deliver(self._user.on_timeout, command)
                 case Log(level=level, message=message):
                     log.log(_LOG_LEVELS.get(level, logging.INFO), "%s", message)
+
+    def _send(self, data: bytes, destination: Address, transport: str, fallback: Address | None) -> None:
+        if transport == UDP:
+            if self._udp is not None and not self._udp.is_closing():
+                self._udp.sendto(data, destination)
+        elif self.tcp is not None:
+            self.tcp.send(data, destination, fallback=fallback)
+        else:
+            log.warning("no %s listener: message to %s:%s dropped", transport, destination[0], destination[1])
 
     def _deliver(self, handler: object, item: object) -> None:
         try:
@@ -152,3 +243,23 @@ class SipUdpEndpoint(asyncio.DatagramProtocol):
     @property
     def pending_timers(self) -> int:
         return len(self._timers)
+
+
+# The voice service still names the endpoint by its UDP-only past.
+SipUdpEndpoint = SipEndpoint
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's selector datagram transport does not subclass DatagramTransport.
+        self._endpoint._udp = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._endpoint.message_received(data, (addr[0], addr[1]), UDP)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the peer went away; timers will notice.
+        log.debug("UDP error: %s", exc)

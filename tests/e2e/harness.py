@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,13 +23,26 @@ from tests.conftest import free_tcp_port, free_udp_port
 SIPP_DIR = Path(__file__).resolve().parents[1] / "sipp"
 
 
+def free_sip_port() -> int:
+    """A port free on both UDP and TCP: the hub (and sipp over TCP) bind both."""
+    for _ in range(50):
+        port = free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free on both UDP and TCP")
+
+
 @asynccontextmanager
 async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_url: str | None = None, **options: Any) -> AsyncIterator[Hub]:
     rtp_low = 30000 + 2 * (os.getpid() % 4000)
     flags: dict[str, object] = {
         "data_dir": str(tmp_path / "var"),
         "sip_host": "127.0.0.1",
-        "sip_port": free_udp_port(),
+        "sip_port": free_sip_port(),
         "http_host": "127.0.0.1",
         "http_port": free_tcp_port(),
         "rtp_ports": f"{rtp_low}-{rtp_low + 199}",
@@ -153,8 +167,10 @@ async def start_sipp(
     caller: str,
     hold_ms: int = 1000,
     wait_ms: int = 15000,
+    transport: str = "u1",
 ) -> SippRun:
-    """Start one sipp call from `caller` to `service` with a scenario of tests/sipp/."""
+    """Start one sipp call from `caller` to `service` with a scenario of tests/sipp/;
+    `transport` is sipp's -t mode ("u1" UDP, "t1" one TCP connection)."""
     assert hub.sip_address is not None
     text = (SIPP_DIR / scenario).read_text()
     text = text.replace("CALLER", caller).replace("HOLD_MS", str(hold_ms)).replace("WAIT_MS", str(wait_ms))
@@ -166,7 +182,8 @@ async def start_sipp(
         "-sf", str(path),
         "-s", service,
         "-i", "127.0.0.1",
-        "-p", str(free_udp_port()),
+        "-t", transport,
+        "-p", str(free_sip_port()),
         "-mp", str(free_udp_port() & ~1),
         "-m", "1",
         "-timeout", "40s",

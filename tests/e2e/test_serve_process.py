@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from tests.conftest import free_tcp_port, free_udp_port
-from tests.e2e.harness import SIPP_DIR
+from tests.e2e.harness import SIPP_DIR, free_sip_port
 
 CTIHUB = [sys.executable, "-m", "cti.cli"]
 
@@ -45,7 +45,7 @@ def test_bad_setting_stops_startup_with_one_line(args: list[str], env: dict[str,
 
 
 async def test_serve_health_metrics_and_clean_sigterm(sipp_path: str, tmp_path: Path) -> None:
-    sip_port, http_port = free_udp_port(), free_tcp_port()
+    sip_port, http_port = free_sip_port(), free_tcp_port()
     process = await asyncio.create_subprocess_exec(
         *CTIHUB, "serve", "--demo", "--data-dir", str(tmp_path / "var"),
         "--sip-host", "127.0.0.1", "--sip-port", str(sip_port),
