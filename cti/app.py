@@ -41,7 +41,7 @@ from cti.secrets import load_secret_key
 from cti.sip.digest import Algorithm, NonceIssuer
 from cti.media.ports import PortPairAllocator
 from cti.sip.transaction import TransactionLayer
-from cti.sip.transport import SipUdpEndpoint
+from cti.sip.transport import SipEndpoint
 from cti.web.server import close_websockets, make_app
 from ivr.flows import FlowTable
 from routing import AgentProfile, AgentState, QueueConfig, Router
@@ -66,11 +66,12 @@ class Hub:
     answer_delay_s: float = 0.5
     offer_timeout_s: float = 20.0
     logout_grace_s: float = 15.0
+    rtp_timeout_s: float = 60.0
     engine: AsyncEngine | None = None
     bus: EventBus | None = None
     center: ContactCenter | None = None
     voice: VoiceService | None = None
-    sip: SipUdpEndpoint | None = None
+    sip: SipEndpoint | None = None  # UDP and TCP on sip_host:sip_port
     media: MediaPorts | None = None
     directory: Directory | None = None
     bindings: BindingStore | None = None
@@ -138,11 +139,14 @@ class Hub:
             answer_delay_s=self.answer_delay_s,
             registrar=registrar,
             phones=self._phones_of,
+            rtp_timeout_s=self.rtp_timeout_s,
         )
-        self.sip = SipUdpEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
+        self.sip = SipEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
         self.voice.endpoint = self.sip
         center.attach_voice(self.voice)
+        # UDP, then TCP on the same port number (RFC 3261 §18: a UA listens on both).
         self.sip_address = await self.sip.start(settings.sip_host, settings.sip_port)
+        self.voice.start_watchdog()
 
         app = make_app(
             sessions=sessions, center=center, directory=directory_store, registry=self.registry, health=self.health
@@ -182,6 +186,7 @@ class Hub:
     async def stop(self) -> None:
         """Calls in progress get a BYE, websockets a close frame, then everything closes."""
         if self.voice is not None:
+            self.voice.stop_watchdog()
             self.voice.hang_up_all()
             deadline = asyncio.get_running_loop().time() + SHUTDOWN_BYE_WAIT_S
             while self.voice.active_calls and asyncio.get_running_loop().time() < deadline:
@@ -193,6 +198,7 @@ class Hub:
             await self.center.drain()
         if self.sip is not None:
             self.sip.close()
+            await self.sip.wait_closed()
         if self.media is not None:
             self.media.close_all()
         if self.bus is not None:
@@ -207,7 +213,7 @@ class Hub:
         sip_host, sip_port = self.sip_address
         http_host, http_port = self.http_address
         lines = [
-            f"CTI Hub listening: SIP udp:{sip_host}:{sip_port}, HTTP http://{http_host}:{http_port}",
+            f"CTI Hub listening: SIP udp:{sip_host}:{sip_port} and tcp:{sip_host}:{sip_port}, HTTP http://{http_host}:{http_port}",
             f"  database: {self.settings.effective_database_url.split('@')[-1]}",
             f"  state and bus: {'Redis ' + self.settings.redis_url if self.settings.redis_url else 'in-process'}",
         ]
@@ -239,10 +245,12 @@ class _HubCollector:
         rtp.add_metric([], hub.media.open_endpoints if hub.media else 0)
         relayed = CounterMetricFamily("ctihub_rtp_packets_relayed", "RTP packets sent on by the media relay (closed legs)")
         relayed.add_metric([], hub.media.packets_sent_total if hub.media else 0)
-        sip_in = CounterMetricFamily("ctihub_sip_datagrams_received", "SIP datagrams received")
+        sip_in = CounterMetricFamily("ctihub_sip_datagrams_received", "SIP messages received (UDP datagrams and TCP)")
         sip_in.add_metric([], hub.sip.datagrams_received if hub.sip else 0)
         sip_failed = CounterMetricFamily("ctihub_sip_datagrams_failed", "SIP datagrams whose processing raised")
         sip_failed.add_metric([], hub.sip.datagrams_failed if hub.sip else 0)
+        tcp = GaugeMetricFamily("ctihub_sip_tcp_connections", "SIP TCP connections open")
+        tcp.add_metric([], hub.sip.tcp.connection_count if hub.sip and hub.sip.tcp else 0)
         agents = GaugeMetricFamily("ctihub_agents", "Agents by state", labels=["state"])
         if hub.center is not None and hub.directory is not None:
             counts = {state.value: 0 for state in AgentState}
@@ -250,4 +258,4 @@ class _HubCollector:
                 counts[hub.center.router.agent_state(username).value] += 1
             for state, count in counts.items():
                 agents.add_metric([state], count)
-        return [calls, contacts, rtp, relayed, sip_in, sip_failed, agents]
+        return [calls, contacts, rtp, relayed, sip_in, sip_failed, tcp, agents]

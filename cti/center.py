@@ -11,6 +11,7 @@ Must never: parse SIP or touch sockets (the voice service does), or decide routi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -254,6 +255,50 @@ class ContactCenter:
         self._spawn(self.sessions.send(contact.offered_to, {"type": "offer_withdrawn", "contact_id": contact.contact_id, "reason": f"phone_{end.value}"}))
         self._rejected(contact.offered_to, contact)
 
+    def dtmf_received(self, call_id: str, digit: str, duration_ms: int) -> None:
+        contact = self._contact_of_call(call_id)
+        agent = contact.agent_id if contact is not None else None
+        self._publish(
+            ev.CallDtmfReceived(occurred_at=_utc_now(), call_id=call_id, digit=digit, duration_ms=duration_ms, agent_id=agent)
+        )
+
+    def hold_changed(self, call_id: str, *, held: bool) -> None:
+        contact = self._contact_of_call(call_id)
+        agent = contact.agent_id if contact is not None else None
+        kind = ev.CallHeld if held else ev.CallResumed
+        self._publish(kind(occurred_at=_utc_now(), call_id=call_id, agent_id=agent))
+
+    def transferred(self, call_id: str, *, to_queue: str, to_number: str) -> bool:
+        """Blind transfer: the agent's part of the contact ends (and is written to the CRM),
+        and the caller waits in `to_queue` as a new contact of the same call."""
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.agent_id is None or contact.ended:
+            return False
+        agent = contact.agent_id
+        now = self.clock()
+        try:
+            self._execute(self.router.contact_finished(contact.contact_id, now))
+        except RoutingError as err:
+            log.warning("transfer of %s: routing did not know the contact: %s", contact.contact_id, err)
+        self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
+        self._publish(ev.CallTransferred(occurred_at=_utc_now(), call_id=call_id, agent_id=agent, to_queue=to_queue, to_number=to_number))
+        segment = dataclasses.replace(contact)  # the agent's part, as it stood
+        self._spawn(self._record_interaction(segment, outcome="completed", ended_at=_utc_now(), disposition=f"transferred to {to_queue}"))
+        # The same caller, a new contact in the new queue.
+        del self._contacts[contact.contact_id]
+        contact.contact_id = "ct_" + uuid.uuid4().hex[:16]
+        contact.queue = to_queue
+        contact.agent_id = None
+        contact.offered_to = None
+        contact.answered_at = None
+        contact.phone_ringing = False
+        contact.started_at = _utc_now()
+        contact.queued_at = now
+        self._contacts[contact.contact_id] = contact
+        self._by_call[call_id] = contact.contact_id
+        self._execute(self.router.contact_arrived(contact.contact_id, to_queue, now))
+        return True
+
     def _accepted(self, username: str, contact: Contact) -> None:
         self._cancel_offer_timer(contact.contact_id)
         self._route(lambda now: self.router.offer_accepted(contact.contact_id, username, now))
@@ -389,7 +434,9 @@ class ContactCenter:
             profile = await self.crm.get_profile(matches[0].customer_id)
         return CallerIdentity(matches=tuple(matches), profile=profile)
 
-    async def _record_interaction(self, contact: Contact, *, outcome: str, ended_at: datetime) -> None:
+    async def _record_interaction(
+        self, contact: Contact, *, outcome: str, ended_at: datetime, disposition: str | None = None
+    ) -> None:
         identity = await _identity_or_unknown(contact.identity)
         customer_id = identity.profile.customer_id if identity.profile is not None else None
         record: dict[str, Any] = dict(
@@ -405,6 +452,7 @@ class ContactCenter:
             ended_at=ended_at,
             outcome=outcome,
             call_id=contact.call_id,
+            disposition=disposition,
         )
         interaction_id = None
         # A database that blinks (failover, restart) must not cost the record: retry with

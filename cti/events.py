@@ -144,6 +144,42 @@ class CallEnded(Event):
     agent_id: str | None = None
 
 
+@event
+class CallDtmfReceived(Event):
+    """The caller pressed a key (RFC 4733 telephone-event, or SIP INFO); in order, once each."""
+
+    call_id: str
+    digit: str
+    duration_ms: int
+    agent_id: str | None = None
+
+
+@event
+class CallHeld(Event):
+    """The agent put the caller on hold (the caller hears music)."""
+
+    call_id: str
+    agent_id: str | None = None
+
+
+@event
+class CallResumed(Event):
+    """The agent took the caller off hold."""
+
+    call_id: str
+    agent_id: str | None = None
+
+
+@event
+class CallTransferred(Event):
+    """The agent transferred the caller to another queue (blind transfer by REFER)."""
+
+    call_id: str
+    agent_id: str
+    to_queue: str
+    to_number: str
+
+
 # --- contacts in the ACD -------------------------------------------------------------
 
 

@@ -131,6 +131,18 @@ class AgentLeg:
         self.cseq += 1
         return self._in_dialog("BYE", cseq=self.cseq)
 
+    def notify_refer(self, status_line: str, *, final: bool) -> SipRequest:
+        """A NOTIFY of a REFER's progress (RFC 3515 §2.4.4): the transfer's outcome as a
+        message/sipfrag status line; the implicit subscription ends with the final one."""
+        self.cseq += 1
+        request = self._in_dialog("NOTIFY", cseq=self.cseq)
+        request.headers.add("Event", "refer")
+        request.headers.add("Subscription-State", "terminated;reason=noresource" if final else "active;expires=60")
+        request.headers.add("Contact", f"<sip:hub@{self.local_host}:{self.local_port}>")
+        request.headers.add("Content-Type", "message/sipfrag;version=2.0")
+        request.body = f"{status_line}\r\n".encode()
+        return request
+
     def matches(self, request: SipRequest) -> bool:
         return request.call_id == self.call_id and request.to.tag == self.local_tag and request.from_.tag == self.remote_tag
 

@@ -42,7 +42,7 @@ class IllegalLegTransition(RuntimeError):
     pass
 
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REGISTER")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REGISTER", "REFER")
 
 
 @dataclass(slots=True, kw_only=True)

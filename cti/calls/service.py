@@ -16,19 +16,24 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from cti.calls.agent_leg import AgentLeg, AgentLegEnd, AgentLegState
 from cti.calls.leg import ALLOWED_METHODS, CallerLeg, LegEnd, LegState
-from cti.media.endpoint import MediaPorts, RtpEndpoint, bridge, unbridge
+from cti.media.dtmf import DtmfError, DtmfReceiver, parse_sip_info_dtmf
+from cti.media.endpoint import MediaPorts, RtpEndpoint
+from cti.media.player import Player
+from cti.media.rtp import RtpError, parse_rtp
+from cti.media.sounds import HOLD_WAV
 from cti.media.ports import PortsExhausted
 from cti.registrar.bindings import Binding
 from cti.registrar.service import RegistrarService
 from cti.sip.message import SipParseError, SipRequest, SipResponse, build_response, new_tag
 from cti.sip.sdp import PCMA, PCMU, Codec, SdpError, answer_offer, make_offer, parse_sdp, serialize_sdp
 from cti.sip.transaction import DeliverAck, DeliverRequest, DeliverResponse, ReportTimeout
-from cti.sip.transport import SipUdpEndpoint
-from cti.sip.uri import parse_uri
+from cti.sip.transport import SipEndpoint
+from cti.sip.uri import parse_name_addr, parse_uri
 from ivr.flows import FlowTable
 
 log = logging.getLogger(__name__)
@@ -39,10 +44,21 @@ class CallSink(Protocol):
     def call_answered_by_hub(self, call_id: str) -> None: ...
     def agent_phone_answered(self, call_id: str) -> None: ...
     def agent_phone_failed(self, call_id: str, end: AgentLegEnd) -> None: ...
+    def dtmf_received(self, call_id: str, digit: str, duration_ms: int) -> None: ...
+    def hold_changed(self, call_id: str, *, held: bool) -> None: ...
+    def transferred(self, call_id: str, *, to_queue: str, to_number: str) -> bool: ...
     async def call_ended(self, call_id: str, *, ended_by: str) -> None: ...
 
 
 PhoneLookup = Callable[[str], Awaitable[Sequence[Binding]]]
+
+RTCP_INTERVAL_S = 5.0  # RFC 3550 §6.2's minimum interval for a two-party session
+
+CALLER_SIDE = "caller"
+AGENT_SIDE = "agent"
+# Receives every relayed RTP packet with the side it came from. It runs inside the
+# datagram callback: a tap must be quick and hand heavy work (encoding) elsewhere.
+MediaTap = Callable[[str, bytes], None]
 
 
 def phone_address(binding: Binding) -> tuple[str, int]:
@@ -70,11 +86,20 @@ class Call:
     answer_timer: asyncio.TimerHandle | None = None
     agent: AgentLeg | None = None  # the agent's leg being rung or bridged
     agent_media: RtpEndpoint | None = None
+    bridged: bool = False  # media relayed between the legs (not while ringing or held)
+    held: bool = False  # the agent put the caller on hold
+    music: Player | None = None
+    dtmf: DtmfReceiver = field(default_factory=DtmfReceiver)
+    answered_at: float | None = None  # loop time; the RTP watchdog counts from here
+    caller_sdp_session: int = 1
+    caller_sdp_version: int = 1
+    agent_sdp_version: int = 1
+    taps: list[MediaTap] = field(default_factory=list)
 
 
 @dataclass
 class VoiceService:
-    endpoint: SipUdpEndpoint | None
+    endpoint: SipEndpoint | None
     flows: FlowTable
     media: MediaPorts
     sink: CallSink
@@ -82,6 +107,8 @@ class VoiceService:
     answer_delay_s: float = 0.5
     registrar: RegistrarService | None = None
     phones: PhoneLookup | None = None
+    hold_sound: Path = HOLD_WAV
+    rtp_timeout_s: float = 0.0  # 0: off; otherwise a leg silent this long is hung up
     _calls: dict[str, Call] = field(default_factory=dict)
     # Every agent leg still alive, by its own Call-ID, with the caller's Call-ID. A leg
     # that was given up stays here until its final response, even after its call ended.
@@ -90,6 +117,7 @@ class VoiceService:
     _byes: dict[str, tuple[str, str]] = field(default_factory=dict)  # BYE transaction -> (Call-ID, "caller"|"agent")
     _ended: dict[str, str] = field(default_factory=dict)  # caller Call-ID -> who ended it, until both legs are gone
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
+    _watchdog: "asyncio.Task[None] | None" = None
 
     @property
     def advertised_port(self) -> int:
@@ -110,6 +138,7 @@ class VoiceService:
             "OPTIONS": self._options,
             "INFO": self._info,
             "REGISTER": self._register,
+            "REFER": self._refer,
         }.get(delivered.request.method)
         if handler is None:
             self._respond(delivered, 405, headers=(("Allow", ", ".join(ALLOWED_METHODS)),))
@@ -118,8 +147,34 @@ class VoiceService:
 
     def on_ack(self, delivered: DeliverAck) -> None:
         call = self._calls.get(delivered.request.call_id)
-        if call is not None:
-            call.leg.acked = True
+        if call is None:
+            return
+        call.leg.acked = True
+        if call.codec is None and delivered.request.body and call.media is not None:
+            self._late_answer(call, delivered.request.body)
+
+    def _late_answer(self, call: Call, body: bytes) -> None:
+        """The INVITE had no offer: our offer went in the 200, the caller's answer comes
+        in the ACK (RFC 3261 §13.2.1). It fixes the codec and where to send media."""
+        try:
+            answer = parse_sdp(body)
+            audio = next(m for m in answer.media if m.media == "audio" and m.port)
+        except (SdpError, StopIteration) as err:
+            log.warning("call %s: unusable SDP answer in the ACK: %s", call.leg.call_id, err)
+            return
+        address = audio.connection_address or answer.connection_address
+        if address and call.media is not None:
+            call.media.remote = (address, audio.port)
+        chosen = next((c for c in (PCMU, PCMA) if c.payload_type in audio.formats), None)
+        if chosen is None:
+            log.warning("call %s: the caller answered with no codec we offered; hanging up", call.leg.call_id)
+            self._hang_up(call, ended_by="hub")
+            return
+        call.codec = chosen
+        call.telephone_event_pt = next(
+            (pt for pt, name in audio.rtpmap.items() if name.lower().startswith("telephone-event/")), None
+        )
+        self._music(call, on=not call.bridged)
 
     def on_response(self, delivered: DeliverResponse) -> None:
         transaction = delivered.transaction
@@ -204,8 +259,9 @@ class VoiceService:
             local_tag=new_tag(),
             local_contact=f"sip:{dialled}@{self.advertised_host}:{self.advertised_port}",
         )
-        call = Call(leg=leg, media=media, sdp=sdp, codec=codec, telephone_event_pt=dtmf_pt)
+        call = Call(leg=leg, media=media, sdp=sdp, codec=codec, telephone_event_pt=dtmf_pt, caller_sdp_session=session_id)
         self._calls[leg.call_id] = call
+        media.on_packet(lambda data: self._caller_packet(call, data))
         caller = request.from_.uri.user or str(request.from_.uri)
         self.sink.call_arrived(call_id=leg.call_id, caller=caller, dialled=dialled, queue=flow.queue)
         self._send(delivered.transaction, leg.ringing())
@@ -217,7 +273,9 @@ class VoiceService:
             return
         call.answer_timer = None
         self._send(call.leg.invite_transaction, call.leg.answer(call.sdp))
-        # Answered even with no agent free: the caller waits in the queue.
+        call.answered_at = asyncio.get_running_loop().time()
+        # Answered even with no agent free: the caller waits in the queue, with music.
+        self._music(call, on=True)
         self.sink.call_answered_by_hub(call_id)
 
     def _reinvite(self, delivered: DeliverRequest) -> None:
@@ -226,15 +284,76 @@ class VoiceService:
         request = delivered.request
         call = self._calls.get(request.call_id)
         if call is not None and call.leg.matches(request):
-            self._send(delivered.transaction, self._sdp_response(request, call.leg.local_tag, call.leg.local_contact, call.sdp))
+            self._caller_reinvite(delivered, call)
             return
         leg = self._agent_leg_of(request)
         if leg is not None:
-            body = leg.invite_request.body if leg.invite_request is not None else b""
-            contact = f"sip:hub@{self.advertised_host}:{self.advertised_port}"
-            self._send(delivered.transaction, self._sdp_response(request, leg.local_tag, contact, body))
+            self._agent_reinvite(delivered, leg)
             return
         self._respond(delivered, 481)  # §12.2.2: an in-dialog request for no dialog we know
+
+    def _caller_reinvite(self, delivered: DeliverRequest, call: Call) -> None:
+        """The caller's re-INVITE (their hold, a refresh, a new address): answered for the
+        caller's leg, mirroring the direction they ask for (RFC 3264 §6.1). A re-INVITE
+        without an offer gets our current description as the offer (§14.2)."""
+        request = delivered.request
+        if not request.body or call.media is None:
+            self._send(delivered.transaction, self._sdp_response(request, call.leg.local_tag, call.leg.local_contact, call.sdp))
+            return
+        try:
+            offer = parse_sdp(request.body)
+        except SdpError as err:
+            self._respond(delivered, 400, f"Bad SDP: {err}"[:80])
+            return
+        call.caller_sdp_version += 1
+        answer = answer_offer(
+            offer,
+            local_address=self.advertised_host,
+            local_port=call.media.port,
+            session_id=call.caller_sdp_session,
+            session_version=call.caller_sdp_version,
+            supported=(call.codec,) if call.codec is not None else (PCMU, PCMA),
+        )
+        if answer is None:
+            self._respond(delivered, 488)
+            return
+        call.sdp = serialize_sdp(answer.description)
+        call.media.remote = (answer.remote_address, answer.remote_port)
+        self._send(delivered.transaction, self._sdp_response(request, call.leg.local_tag, call.leg.local_contact, call.sdp))
+
+    def _agent_reinvite(self, delivered: DeliverRequest, leg: AgentLeg) -> None:
+        """Hold and resume from the agent's phone (RFC 3264 §8.4): a sendonly or inactive
+        offer puts the caller on hold, with music; sendrecv takes them off it."""
+        request = delivered.request
+        contact = f"sip:hub@{self.advertised_host}:{self.advertised_port}"
+        call = self._calls.get(self._agent_legs[leg.call_id][1])
+        if call is None or call.agent is not leg or call.agent_media is None or not request.body:
+            body = leg.invite_request.body if leg.invite_request is not None else b""
+            self._send(delivered.transaction, self._sdp_response(request, leg.local_tag, contact, body))
+            return
+        try:
+            offer = parse_sdp(request.body)
+        except SdpError as err:
+            self._respond(delivered, 400, f"Bad SDP: {err}"[:80])
+            return
+        call.agent_sdp_version += 1
+        answer = answer_offer(
+            offer,
+            local_address=self.advertised_host,
+            local_port=call.agent_media.port,
+            session_id=call.agent_sdp_version,
+            session_version=call.agent_sdp_version,
+            supported=(call.codec,) if call.codec is not None else (PCMU, PCMA),
+        )
+        if answer is None:
+            self._respond(delivered, 488)
+            return
+        self._send(delivered.transaction, self._sdp_response(request, leg.local_tag, contact, serialize_sdp(answer.description)))
+        held = answer.direction in ("recvonly", "inactive")
+        if held != call.held:
+            call.held = held
+            self._set_bridged(call, not held)
+            self.sink.hold_changed(call.leg.call_id, held=held)
 
     @staticmethod
     def _sdp_response(request: SipRequest, tag: str, contact: str, body: bytes) -> SipResponse:
@@ -352,7 +471,7 @@ class VoiceService:
                 call.agent_media.remote = (address, audio.port)
         except (SdpError, StopIteration, AttributeError) as err:
             log.warning("agent leg of %s: unusable SDP answer (%s); relying on symmetric RTP", call.leg.call_id, err)
-        bridge(call.media, call.agent_media)
+        self._set_bridged(call, True)
 
     def _agent_leg_over(self, leg: AgentLeg, call_id: str, end: AgentLegEnd) -> None:
         """The agent's leg ended before it was answered."""
@@ -425,8 +544,56 @@ class VoiceService:
         )
 
     def _info(self, delivered: DeliverRequest) -> None:
-        call = self._calls.get(delivered.request.call_id)
-        self._respond(delivered, 200 if call is not None and call.leg.matches(delivered.request) else 481)
+        request = delivered.request
+        call = self._calls.get(request.call_id)
+        if call is None or not call.leg.matches(request):
+            self._respond(delivered, 481)
+            return
+        self._respond(delivered, 200)
+        # SIP INFO DTMF: the fallback for phones that do not send RFC 4733 events.
+        digit = parse_sip_info_dtmf(request.headers.get("Content-Type") or "", request.body)
+        if digit is not None:
+            self.sink.dtmf_received(call.leg.call_id, digit, 0)
+
+    def _refer(self, delivered: DeliverRequest) -> None:
+        """Blind transfer from the agent's phone (RFC 3515): to the number of a queue the
+        hub serves. The caller goes back to that queue, with music, and the agent's leg is
+        released once the phone has heard how the transfer went."""
+        request = delivered.request
+        leg = self._agent_leg_of(request)
+        if leg is None:
+            caller = self._calls.get(request.call_id)
+            # Customers cannot transfer themselves around the contact center.
+            self._respond(delivered, 403 if caller is not None and caller.leg.matches(request) else 481)
+            return
+        call = self._calls.get(self._agent_legs[leg.call_id][1])
+        refer_to = request.headers.get("Refer-To")
+        if call is None or call.agent is not leg or leg.state != AgentLegState.ANSWERED:
+            self._respond(delivered, 481)
+            return
+        if refer_to is None or request.headers.count("Refer-To") != 1:
+            self._respond(delivered, 400, "Exactly one Refer-To")
+            return
+        try:
+            target = parse_name_addr(refer_to).uri
+        except SipParseError:
+            self._respond(delivered, 400, "Bad Refer-To")
+            return
+        number = target.user or ""
+        flow = self.flows.for_number(number)
+        self._respond(delivered, 202)
+        self._notify(leg, "SIP/2.0 100 Trying", final=False)
+        if flow is None or not self.sink.transferred(call.leg.call_id, to_queue=flow.queue, to_number=number):
+            # No trunk for outside numbers yet: only the hub's own queues are reachable.
+            self._notify(leg, "SIP/2.0 404 Not Found", final=True)
+            return
+        self._notify(leg, "SIP/2.0 200 OK", final=True)
+        self._release_agent(call)
+        self._music(call, on=True)
+
+    def _notify(self, leg: AgentLeg, status_line: str, *, final: bool) -> None:
+        assert self.endpoint is not None
+        self.endpoint.send_request(leg.notify_refer(status_line, final=final), leg.next_hop())
 
     def _register(self, delivered: DeliverRequest) -> None:
         if self.registrar is None:
@@ -497,6 +664,8 @@ class VoiceService:
         if call.answer_timer is not None:
             call.answer_timer.cancel()
             call.answer_timer = None
+        if call.music is not None:
+            call.music.stop()
         if call.media is not None:
             self.media.close(call.media)
             call.media = None
@@ -516,6 +685,99 @@ class VoiceService:
             self._agent_gone(call)
             self._bye_leg(leg)
 
+    # --- media ---------------------------------------------------------------------
+
+    def _caller_packet(self, call: Call, data: bytes) -> None:
+        """Every RTP packet from the caller: relayed to the agent while bridged, and read
+        for DTMF events (which are relayed too, so the agent's phone hears them)."""
+        if call.bridged and call.agent_media is not None:
+            call.agent_media.send(data)
+        for tap in call.taps:
+            tap(CALLER_SIDE, data)
+        pt = call.telephone_event_pt
+        if pt is None or len(data) < 12 or (data[1] & 0x7F) != pt:
+            return
+        try:
+            digits = call.dtmf.receive_packet(parse_rtp(data))
+        except (RtpError, DtmfError) as err:
+            log.debug("call %s: bad telephone-event packet: %s", call.leg.call_id, err)
+            return
+        for received in digits:
+            self.sink.dtmf_received(call.leg.call_id, received.digit, received.duration_ms)
+
+    def _set_bridged(self, call: Call, bridged: bool) -> None:
+        call.bridged = bridged and call.agent_media is not None and call.media is not None
+        if call.agent_media is not None:
+            call.agent_media.on_packet(lambda data: self._agent_packet(call, data) if call.bridged else None)
+        self._music(call, on=not call.bridged)
+
+    def _agent_packet(self, call: Call, data: bytes) -> None:
+        if call.media is not None:
+            call.media.send(data)
+        for tap in call.taps:
+            tap(AGENT_SIDE, data)
+
+    def add_tap(self, call_id: str, tap: MediaTap) -> bool:
+        """Receive both directions' RTP of a call as it is relayed (recordings, monitoring):
+        `tap(side, packet)` with side "caller" or "agent". False for no such call."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return False
+        call.taps.append(tap)
+        return True
+
+    def remove_tap(self, call_id: str, tap: MediaTap) -> None:
+        call = self._calls.get(call_id)
+        if call is not None and tap in call.taps:
+            call.taps.remove(tap)
+
+    def _music(self, call: Call, *, on: bool) -> None:
+        if not on:
+            if call.music is not None:
+                call.music.stop()
+            return
+        if call.media is None or call.codec is None or call.leg.state != LegState.ANSWERED:
+            return
+        if call.music is None:
+            try:
+                call.music = Player(call.media, self.hold_sound, call.codec.payload_type)
+            except (OSError, ValueError) as err:
+                log.warning("no music on hold (%s): %s", self.hold_sound, err)
+                return
+        call.music.start()
+
+    def start_watchdog(self) -> None:
+        """Hang up legs whose RTP stopped for `rtp_timeout_s` (a crashed phone, a lost
+        network): they would otherwise hold an agent and ports for ever."""
+        if self.rtp_timeout_s > 0 and self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_rtp())
+
+    async def _watch_rtp(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_report = loop.time() + RTCP_INTERVAL_S
+        while True:
+            await asyncio.sleep(min(1.0, self.rtp_timeout_s / 4))
+            now = loop.time()
+            if now >= next_report:
+                self.media.send_receiver_reports()
+                next_report = now + RTCP_INTERVAL_S
+            for call in list(self._calls.values()):
+                if call.leg.state != LegState.ANSWERED or call.answered_at is None:
+                    continue
+                silent = [
+                    side
+                    for side, endpoint in (("caller", call.media), ("agent", call.agent_media if call.bridged else None))
+                    if endpoint is not None and now - (endpoint.last_arrival or call.answered_at) > self.rtp_timeout_s
+                ]
+                if silent:
+                    log.warning("call %s: no RTP from the %s for %.0f s; hanging up", call.leg.call_id, " and ".join(silent), self.rtp_timeout_s)
+                    self._hang_up(call, ended_by="hub")
+
+    def stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def _bye_leg(self, leg: AgentLeg) -> None:
         assert self.endpoint is not None
         transaction = self.endpoint.send_request(leg.bye(), leg.next_hop())
@@ -523,9 +785,9 @@ class VoiceService:
 
     def _agent_gone(self, call: Call) -> None:
         """Detach the agent's leg from the call and release its media."""
-        if call.media is not None and call.agent_media is not None:
-            unbridge(call.media, call.agent_media)
+        call.bridged = False
         if call.agent_media is not None:
+            call.agent_media.on_packet(None)
             self.media.close(call.agent_media)
             call.agent_media = None
         call.agent = None

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cti.media.ports import PortPairAllocator
+from cti.media.rtp import build_receiver_report
+from cti.media.stats import ReceiveStatistics
+
+_RTP_HEADER = struct.Struct("!HII")  # sequence, timestamp, SSRC after the first two bytes
 
 log = logging.getLogger(__name__)
 
 
 class _Receiver(asyncio.DatagramProtocol):
-    """Counts what arrives, latches the peer's address, and hands packets on."""
+    """Counts what arrives, keeps RFC 3550 reception statistics, latches the peer's
+    address, and hands packets on."""
 
     def __init__(self) -> None:
         self.packets = 0
@@ -29,12 +36,17 @@ class _Receiver(asyncio.DatagramProtocol):
         self.last_arrival: float | None = None
         self.on_packet: Callable[[bytes], None] | None = None
         self.loop_time: Callable[[], float] = lambda: 0.0
+        self.statistics = ReceiveStatistics()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.packets += 1
         self.octets += len(data)
         self.last_source = (addr[0], addr[1])
-        self.last_arrival = self.loop_time()
+        now = self.last_arrival = self.loop_time()
+        if len(data) >= 12 and data[0] >> 6 == 2:
+            sequence, timestamp, ssrc = _RTP_HEADER.unpack_from(data, 2)
+            # Arrival in RTP clock units; G.711 and telephone-event run at 8 kHz.
+            self.statistics.update(ssrc=ssrc, sequence=sequence, timestamp=timestamp, arrival=now * 8000)
         if self.on_packet is not None:
             self.on_packet(data)
 
@@ -49,6 +61,8 @@ class RtpEndpoint:
         self.port = port
         self.remote: tuple[str, int] | None = None
         self.packets_sent = 0
+        self.ssrc = secrets.randbits(32)  # our identity in RTCP reports
+        self.cname = f"ctihub@{host}"
         self._sockets = (rtp, rtcp)
         self._receiver = _Receiver()
         self._transports: list[asyncio.DatagramTransport] = []
@@ -68,6 +82,20 @@ class RtpEndpoint:
     @property
     def packets_received(self) -> int:
         return self._receiver.packets
+
+    @property
+    def statistics(self) -> ReceiveStatistics:
+        return self._receiver.statistics
+
+    def send_receiver_report(self) -> bool:
+        """An RTCP receiver report about the peer's stream, to the peer's RTCP port (RTP
+        port + 1, RFC 3550 §11). False when there is nothing to report yet."""
+        destination = self._receiver.last_source or self.remote
+        if destination is None or len(self._transports) < 2 or self._closed or self.statistics.ssrc is None:
+            return False
+        report = build_receiver_report(self.ssrc, [self.statistics.report_block()], cname=self.cname)
+        self._transports[1].sendto(report, (destination[0], destination[1] + 1))
+        return True
 
     @property
     def last_arrival(self) -> float | None:
@@ -177,6 +205,10 @@ class MediaPorts:
             )
             endpoint.close()
             self._allocator.release(endpoint.port)
+
+    def send_receiver_reports(self) -> int:
+        """One receiver report per open leg that has heard its peer (every few seconds)."""
+        return sum(endpoint.send_receiver_report() for endpoint in list(self._open.values()))
 
     def close_all(self) -> None:
         for endpoint in list(self._open.values()):

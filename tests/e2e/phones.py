@@ -37,7 +37,8 @@ async def start_phone(sipp: str, tmp_path: Path, scenario: str, *, rtp_echo: boo
     port = free_udp_port()
     path = _scenario(tmp_path, scenario, **{"RING_MS": 300, "WAIT_MS": 30000, "TALK_MS": 1000, **values})
     args = [sipp, "-sf", str(path), "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_udp_port() & ~1),
-            "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"]
+            "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error",
+            "-trace_msg", "-message_file", str(tmp_path / f"phone_{port}_messages.log")]
     if rtp_echo:
         args.append("-rtp_echo")
     process = await asyncio.create_subprocess_exec(

@@ -37,6 +37,9 @@ async def test_phone_answers_and_media_flows_both_ways(sipp_path: str, tmp_path:
         call = await start_sipp(sipp_path, hub, tmp_path, scenario="uac_rtp.xml", service="1000", caller=LENA, hold_ms=6000)
         pop = await desk.wait_for("screen_pop")
         assert pop["caller_name"] == "Lena Hoffmann"
+        tapped = {"caller": 0, "agent": 0}
+        assert hub.voice is not None
+        assert hub.voice.add_tap(pop["call_id"], lambda side, packet: tapped.__setitem__(side, tapped[side] + 1))
         answered = await desk.wait_for("call.answered", timeout=10)  # the phone answered: no desktop accept
         assert answered["data"]["agent_id"] == "agent01"
         code, output = await call.finish()
@@ -51,7 +54,10 @@ async def test_phone_answers_and_media_flows_both_ways(sipp_path: str, tmp_path:
         assert caller_leg.received >= 200, caller_leg
         assert agent_leg.sent >= 150 and agent_leg.sent <= caller_leg.received, (caller_leg, agent_leg)
         assert agent_leg.received >= 0.9 * agent_leg.sent, agent_leg  # the phone's echo
-        assert caller_leg.sent == agent_leg.received, (caller_leg, agent_leg)  # relayed back, none lost
+        # Relayed back, none lost; the caller's leg also carried music while queued.
+        assert caller_leg.sent >= agent_leg.received, (caller_leg, agent_leg)
+        # The media tap (for recordings) saw both directions as they were relayed.
+        assert tapped["caller"] >= agent_leg.sent and tapped["agent"] == agent_leg.received, (tapped, agent_leg)
 
 
 async def test_busy_phone_sends_the_call_to_the_next_agent(sipp_path: str, tmp_path: Path) -> None:
@@ -129,3 +135,25 @@ async def test_wrong_sip_password_is_refused(sipp_path: str, tmp_path: Path) -> 
         assert await hub._phones_of("agent01") == []
         phone.process.kill()
         await phone.process.wait()
+
+
+async def test_blind_transfer_to_another_queue(sipp_path: str, tmp_path: Path) -> None:
+    async with running_hub(tmp_path, **PHONE_HUB) as hub, agent(hub, "agent02") as sales, agent(hub, "agent04") as support:
+        phone = await start_phone(sipp_path, tmp_path, "phone_transfer.xml", TALK_MS=600, TRANSFER_TO="2000")
+        await register_phone(sipp_path, hub, tmp_path, "agent02", phone)
+        call = await start_sipp(sipp_path, hub, tmp_path, scenario="uac_hangup.xml", service="1000", caller=LENA, hold_ms=5000)
+        first = await sales.wait_for("screen_pop")
+        assert first["queue"] == "sales"
+        await sales.wait_for("call.answered")
+        transferred = await sales.wait_for("call.transferred", timeout=5)
+        assert transferred["data"]["to_queue"] == "support" and transferred["data"]["to_number"] == "2000"
+        code, output = await phone.finish()
+        assert code == 0, output  # REFER 202, NOTIFY 100 then 200, and the hub's BYE
+        second = await support.wait_for("screen_pop")  # agent04 has no phone: the desktop
+        assert second["call_id"] == first["call_id"] and second["queue"] == "support"
+        assert second["customer"]["name"] == "Lena Hoffmann"
+        await support.send({"type": "accept", "contact_id": second["contact_id"]})
+        await support.wait_for("call.answered")
+        code, output = await call.finish()
+        assert code == 0, output  # the caller stayed on the line throughout
+        await nothing_left(hub)

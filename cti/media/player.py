@@ -1,0 +1,62 @@
+"""Plays a sound into a leg as RTP, paced at 20 ms a packet (asyncio adapter).
+
+Used for music on hold while a caller waits in the queue or is held, and later for IVR
+prompts. The frames come from the pure `WavSource`, the numbering from `RtpPacketizer`;
+this module only keeps time. Pacing follows the loop clock with a running deadline, so
+that a late wake-up does not stretch the audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+
+from cti.media.endpoint import RtpEndpoint
+from cti.media.wavsource import RtpPacketizer, WavSource
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 0.020
+
+
+class Player:
+    def __init__(self, endpoint: RtpEndpoint, sound: Path, payload_type: int, *, loop: bool = True) -> None:
+        self._endpoint = endpoint
+        self._frames = iter(WavSource(sound, payload_type, loop=loop))
+        self._packetizer = RtpPacketizer(
+            ssrc=secrets.randbits(32),
+            payload_type=payload_type,
+            sequence=secrets.randbits(16),
+            timestamp=secrets.randbits(32),
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.packets_sent = 0
+
+    @property
+    def playing(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.playing:
+            self._task = asyncio.get_running_loop().create_task(self._play())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self._packetizer.pause(0)  # the next start begins a new talkspurt (marker bit)
+
+    async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        for frame in self._frames:
+            self._endpoint.send(self._packetizer.packetize(frame).serialize())
+            self.packets_sent += 1
+            deadline += FRAME_S
+            delay = deadline - loop.time()
+            if delay < -0.2:
+                deadline = loop.time()  # far behind (a stalled loop): resync instead of bursting
+                delay = 0.0
+            await asyncio.sleep(max(delay, 0.0))
