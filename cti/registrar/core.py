@@ -418,12 +418,16 @@ class Registrar:
 
 
 def _same_uri(a: str, b: str) -> bool:
+    """Does the Authorization `uri` name the Request-URI's target? Scheme, user, host and
+    port must agree; URI parameters are not compared, because phones in the field add
+    `;transport=udp` to one and not the other (the digest still covers the uri text)."""
     if a == b:
         return True
     try:
-        return contact_key(parse_uri(a)) == contact_key(parse_uri(b))
+        x, y = parse_uri(a), parse_uri(b)
     except SipParseError:
         return False
+    return (x.scheme, x.user, x.host.lower(), x.port or 5060) == (y.scheme, y.user, y.host.lower(), y.port or 5060)
 
 
 def _contact_header(binding: Binding, now: float) -> str:
