@@ -66,7 +66,7 @@ class Hub:
     answer_delay_s: float = 0.5
     offer_timeout_s: float = 20.0
     logout_grace_s: float = 15.0
-    rtp_timeout_s: float = 60.0
+    rtp_timeout_s: float | None = None  # None: the setting (CTIHUB_RTP_TIMEOUT)
     engine: AsyncEngine | None = None
     bus: EventBus | None = None
     center: ContactCenter | None = None
@@ -139,7 +139,7 @@ class Hub:
             answer_delay_s=self.answer_delay_s,
             registrar=registrar,
             phones=self._phones_of,
-            rtp_timeout_s=self.rtp_timeout_s,
+            rtp_timeout_s=self.rtp_timeout_s if self.rtp_timeout_s is not None else settings.rtp_timeout_s,
         )
         self.sip = SipEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
         self.voice.endpoint = self.sip

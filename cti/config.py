@@ -35,6 +35,7 @@ class Settings:
     http_port: int = 8080
     database_url: str = ""  # empty: SQLite in the data dir
     redis_url: str | None = None  # None: shared state and bus in the process
+    rtp_timeout_s: float = 60.0  # a leg whose RTP stops this long is hung up; 0: never
     rtp_port_min: int = 20000
     rtp_port_max: int = 20999
     # The address written into SDP and Contact; derived from sip_host when it is concrete.
@@ -69,6 +70,7 @@ _SETTINGS = {
     "database_url": ("--database-url", "CTIHUB_DATABASE_URL"),
     "redis_url": ("--redis-url", "CTIHUB_REDIS_URL"),
     "rtp_ports": ("--rtp-ports", "CTIHUB_RTP_PORTS"),
+    "rtp_timeout": ("--rtp-timeout", "CTIHUB_RTP_TIMEOUT"),
     "public_address": ("--public-address", "CTIHUB_PUBLIC_ADDRESS"),
     "default_region": ("--default-region", "CTIHUB_DEFAULT_REGION"),
     "sip_realm": ("--sip-realm", "CTIHUB_SIP_REALM"),
@@ -111,6 +113,7 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         http_port=_port("http_port", text("http_port", "8080")),
         database_url=_database_url(database_url) if database_url else "",
         redis_url=_redis_url(redis_url) if redis_url else None,
+        rtp_timeout_s=_seconds("rtp_timeout", text("rtp_timeout", "60")),
         rtp_port_min=rtp_min,
         rtp_port_max=rtp_max,
         public_address=_host("public_address", text("public_address", "")) if text("public_address", "") else "",
@@ -198,6 +201,16 @@ def _realm(value: str) -> str:
     if not value or any(ch in value for ch in '"\\\r\n') or len(value) > 128:
         raise ConfigError(setting_label("sip_realm"), f"{value!r} is not a usable digest realm (1-128 characters, no quotes)")
     return value
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(setting_label(name), f"{value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 86400:
+        raise ConfigError(setting_label(name), f"{value!r} must lie between 0 (off) and 86400 seconds")
+    return seconds
 
 
 def _algorithms(value: str) -> tuple[str, ...]:
