@@ -30,7 +30,7 @@ from cti.media.ports import PortsExhausted
 from cti.registrar.bindings import Binding
 from cti.registrar.service import RegistrarService
 from cti.sip.message import SipParseError, SipRequest, SipResponse, build_response, new_tag
-from cti.sip.sdp import PCMA, PCMU, Codec, SdpError, answer_offer, make_offer, parse_sdp, serialize_sdp
+from cti.sip.sdp import PCMA, PCMU, Codec, SdpAnswer, SdpError, answer_offer, make_offer, parse_sdp, serialize_sdp
 from cti.sip.transaction import DeliverAck, DeliverRequest, DeliverResponse, ReportTimeout
 from cti.sip.transport import SipEndpoint
 from cti.sip.uri import parse_name_addr, parse_uri
@@ -292,6 +292,28 @@ class VoiceService:
             return
         self._respond(delivered, 481)  # §12.2.2: an in-dialog request for no dialog we know
 
+    def _answer_reoffer(
+        self, delivered: DeliverRequest, call: Call, port: int, session_id: int, version: int
+    ) -> SdpAnswer | None:
+        """Answer a re-INVITE's offer on one leg, in the call's codec; on a bad offer or no
+        common codec the error response is sent and None returned."""
+        try:
+            offer = parse_sdp(delivered.request.body)
+        except SdpError as err:
+            self._respond(delivered, 400, f"Bad SDP: {err}"[:80])
+            return None
+        answer = answer_offer(
+            offer,
+            local_address=self.advertised_host,
+            local_port=port,
+            session_id=session_id,
+            session_version=version,
+            supported=(call.codec,) if call.codec is not None else (PCMU, PCMA),
+        )
+        if answer is None:
+            self._respond(delivered, 488)
+        return answer
+
     def _caller_reinvite(self, delivered: DeliverRequest, call: Call) -> None:
         """The caller's re-INVITE (their hold, a refresh, a new address): answered for the
         caller's leg, mirroring the direction they ask for (RFC 3264 §6.1). A re-INVITE
@@ -300,22 +322,9 @@ class VoiceService:
         if not request.body or call.media is None:
             self._send(delivered.transaction, self._sdp_response(request, call.leg.local_tag, call.leg.local_contact, call.sdp))
             return
-        try:
-            offer = parse_sdp(request.body)
-        except SdpError as err:
-            self._respond(delivered, 400, f"Bad SDP: {err}"[:80])
-            return
         call.caller_sdp_version += 1
-        answer = answer_offer(
-            offer,
-            local_address=self.advertised_host,
-            local_port=call.media.port,
-            session_id=call.caller_sdp_session,
-            session_version=call.caller_sdp_version,
-            supported=(call.codec,) if call.codec is not None else (PCMU, PCMA),
-        )
+        answer = self._answer_reoffer(delivered, call, call.media.port, call.caller_sdp_session, call.caller_sdp_version)
         if answer is None:
-            self._respond(delivered, 488)
             return
         call.sdp = serialize_sdp(answer.description)
         call.media.remote = (answer.remote_address, answer.remote_port)
@@ -331,22 +340,9 @@ class VoiceService:
             body = leg.invite_request.body if leg.invite_request is not None else b""
             self._send(delivered.transaction, self._sdp_response(request, leg.local_tag, contact, body))
             return
-        try:
-            offer = parse_sdp(request.body)
-        except SdpError as err:
-            self._respond(delivered, 400, f"Bad SDP: {err}"[:80])
-            return
         call.agent_sdp_version += 1
-        answer = answer_offer(
-            offer,
-            local_address=self.advertised_host,
-            local_port=call.agent_media.port,
-            session_id=call.agent_sdp_version,
-            session_version=call.agent_sdp_version,
-            supported=(call.codec,) if call.codec is not None else (PCMU, PCMA),
-        )
+        answer = self._answer_reoffer(delivered, call, call.agent_media.port, call.agent_sdp_version, call.agent_sdp_version)
         if answer is None:
-            self._respond(delivered, 488)
             return
         self._send(delivered.transaction, self._sdp_response(request, leg.local_tag, contact, serialize_sdp(answer.description)))
         held = answer.direction in ("recvonly", "inactive")

@@ -68,6 +68,7 @@ class TcpPeer:
         async with asyncio.timeout(timeout):
             while await self._read_more():
                 pass
+        await self.close()  # our side of the socket, so that nothing is left unclosed
         return True
 
     async def close(self) -> None:
