@@ -63,7 +63,8 @@ def _upgrade_sync(connection: object, url: str) -> None:
 
     config = _alembic_config(url)
     config.attributes["connection"] = connection  # type: ignore[attr-defined]
-    command.upgrade(config, "head")  # type: ignore[arg-type]
+    # "heads": packages add revisions on their own branches; merge revisions join them.
+    command.upgrade(config, "heads")  # type: ignore[arg-type]
 
 
 async def migrate(engine: AsyncEngine) -> None:
