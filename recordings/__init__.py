@@ -1,6 +1,10 @@
-"""Call recordings, integrity, retention and QA review.
+"""Call recordings: recorder, file storage, integrity chain, retention and access audit.
 
-Not built yet: recordings attach to the media tap that the B2BUA's relay will expose
-(see the roadmap in README.md). The package exists so that its place in the layout is
-fixed and its imports never move.
+Modules: `policy` (pure: when to record, retention, legal hold, PCI pause bookkeeping),
+`assembler` (pure: RTP packets to stereo PCM), `writer` (streaming stereo WAV with its
+SHA-256), `recorder` (`CallRecorder`, the asyncio shell on the voice service's media
+tap), `integrity` (pure: the hash chain and its check), `storage` (files on disk),
+`schema` and `store` (`RecordingStore`: metadata, chain, purge, holds, audit), `cli`
+(`ctihub recordings verify|purge`). QA review and scorecards, the web console and S3
+storage are not built yet.
 """
