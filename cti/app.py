@@ -16,13 +16,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.demo import seed_demo_crm
+from crm_sync.connector import RestConnector, load_mapping
+from crm_sync.delivery import DeliveryWorker
+from crm_sync.outbox import OutboxStore
 from crm_sync.store import CrmStore
+from crm_sync.webhooks import make_webhook_app
 from cti.agents.sessions import SessionRegistry
 from cti.bus import EventBus, make_bus
 from cti.calls.leg import ALLOWED_METHODS
 from cti.calls.service import VoiceService
 from cti.center import ContactCenter
-from cti.config import Settings
+from cti.config import ConfigError, Settings, setting_label
 from cti.db import make_engine, make_sessionmaker, migrate
 from cti.directory.demo import DEMO_PASSWORD, DEMO_USERS, seed_demo_directory
 from cti.directory.store import Directory, DirectoryStore
@@ -75,6 +79,8 @@ class Hub:
     media: MediaPorts | None = None
     directory: Directory | None = None
     bindings: BindingStore | None = None
+    crm_worker: DeliveryWorker | None = None
+    crm_connector: RestConnector | None = None
     http_runner: web.AppRunner | None = None
     http_address: tuple[str, int] | None = None
     sip_address: tuple[str, int] | None = None
@@ -111,7 +117,25 @@ class Hub:
             offer_timeout_s=self.offer_timeout_s,
             logout_grace_s=self.logout_grace_s,
             clock=loop.time,
+            sync_to_crm=settings.crm_url is not None,
         )
+        if settings.crm_url is not None:
+            try:
+                self.crm_connector = RestConnector(
+                    base_url=settings.crm_url, mapping=load_mapping(settings.crm_mapping), token_env=settings.crm_token_env
+                )
+            except ValueError as err:  # a token variable that is not set, a broken mapping file
+                raise ConfigError(setting_label("crm_token_env"), str(err)) from None
+            self.crm_worker = DeliveryWorker(OutboxStore(sessionmaker), self.crm_connector)
+            self.crm_worker.start()
+        webhooks = None
+        if settings.crm_webhook_secret is not None:
+            webhooks = make_webhook_app(
+                crm,
+                secret=settings.crm_webhook_secret.encode(),
+                unknown_customer=settings.crm_unknown_customer,
+                default_region=settings.default_region,
+            )
         self.media = MediaPorts(
             settings.sip_host if settings.sip_host not in ("0.0.0.0", "::") else "0.0.0.0",
             PortPairAllocator(settings.rtp_port_min, settings.rtp_port_max),
@@ -149,7 +173,12 @@ class Hub:
         self.voice.start_watchdog()
 
         app = make_app(
-            sessions=sessions, center=center, directory=directory_store, registry=self.registry, health=self.health
+            sessions=sessions,
+            center=center,
+            directory=directory_store,
+            registry=self.registry,
+            health=self.health,
+            webhooks=webhooks,
         )
         app.on_shutdown.append(close_websockets)
         self.http_runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -196,6 +225,10 @@ class Hub:
             await self.http_runner.cleanup()
         if self.center is not None:
             await self.center.drain()
+        if self.crm_worker is not None:
+            await self.crm_worker.stop()
+        if self.crm_connector is not None:
+            await self.crm_connector.close()
         if self.sip is not None:
             self.sip.close()
             await self.sip.wait_closed()

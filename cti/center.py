@@ -94,6 +94,7 @@ class ContactCenter:
     default_region: str = "GB"
     offer_timeout_s: float = 20.0
     logout_grace_s: float = 15.0
+    sync_to_crm: bool = False  # interactions also go to the external CRM's outbox
     clock: Callable[[], float] = field(default_factory=lambda: asyncio.get_running_loop().time)
     _voice: VoiceControl | None = None
     _contacts: dict[str, Contact] = field(default_factory=dict)
@@ -456,10 +457,16 @@ class ContactCenter:
         )
         interaction_id = None
         # A database that blinks (failover, restart) must not cost the record: retry with
-        # backoff; the durable outbox of the CRM sync replaces this last resort later.
+        # backoff. The id is fixed first, so a retry after a commit whose answer was lost
+        # finds the row instead of writing it twice.
+        if self.sync_to_crm:
+            record["interaction_id"] = f"int_{uuid.uuid4().hex}"
         for attempt, delay in enumerate(INTERACTION_WRITE_BACKOFF_S, start=1):
             try:
-                interaction_id = await self.crm.record_interaction(**record)
+                if self.sync_to_crm:  # the outbox row commits with the interaction, or neither
+                    interaction_id = await self.crm.record_interaction_with_outbox(**record)
+                else:
+                    interaction_id = await self.crm.record_interaction(**record)
                 break
             except Exception as exc:
                 log.warning("writing the interaction of call %s failed (attempt %d): %s", contact.call_id, attempt, exc)

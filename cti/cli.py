@@ -27,12 +27,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sip-realm", help="digest realm for phones' registrations (default ctihub)")
     serve.add_argument("--sip-digest-algorithms", help="digest algorithms offered, in order (default SHA-256,MD5)")
     serve.add_argument("--secret-key", help="key for signed nonces; several hubs must share it (default: generated)")
+    serve.add_argument("--crm-url", help="the external CRM's REST base URL (unset: no outbound sync)")
+    serve.add_argument("--crm-token-env", help="name of the variable holding the CRM's token (default CTIHUB_CRM_TOKEN)")
+    serve.add_argument("--crm-mapping", help="field mapping file (default: crm_sync/mappings/generic.yaml)")
+    serve.add_argument("--crm-webhook-secret", help="HMAC secret of the CRM's webhooks (prefer the variable)")
+    serve.add_argument("--crm-unknown-customer", help="create or reject updates for unknown customers")
     serve.add_argument("--public-address", help="address written into SDP and Contact")
     serve.add_argument("--default-region", help="region for national phone numbers (default GB)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     serve.add_argument("--demo", action="store_true", default=None, help="load the demo contact center and customers")
     serve.add_argument("--answer-delay", type=float, default=0.5, help="seconds of ringing before the hub answers")
     serve.add_argument("--offer-timeout", type=float, default=20.0, help="seconds an agent has to accept an offer")
+    from recordings.cli import add_parser as add_recordings_parser
+
+    add_recordings_parser(commands)
     return parser
 
 
@@ -47,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return asyncio.run(_serve(settings, answer_delay_s=args.answer_delay, offer_timeout_s=args.offer_timeout))
+    if args.command == "recordings":
+        from recordings.cli import run
+
+        return run(args)
     return 2
 
 
@@ -60,6 +72,10 @@ async def _serve(settings: Settings, *, answer_delay_s: float, offer_timeout_s: 
         loop.add_signal_handler(sig, stop.set)
     try:
         await hub.start()
+    except ConfigError as err:
+        print(f"ctihub: {err}", file=sys.stderr)
+        await hub.stop()
+        return 2
     except OSError as err:
         print(f"ctihub: cannot start: {err}", file=sys.stderr)
         await hub.stop()

@@ -46,6 +46,13 @@ class Settings:
     # "MD5" alone for phone fleets that know nothing else.
     sip_digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     secret_key: str = ""  # empty: generated once into the data dir (see cti.secrets)
+    # The external CRM: interactions go out through the outbox when a URL is set; the
+    # token is read from the environment variable named here, never from a file.
+    crm_url: str | None = None
+    crm_token_env: str = "CTIHUB_CRM_TOKEN"
+    crm_mapping: str | None = None  # None: crm_sync/mappings/generic.yaml
+    crm_webhook_secret: str | None = None  # set: POST /webhooks/crm accepts signed changes
+    crm_unknown_customer: str = "create"
     demo: bool = False
     log_level: str = "INFO"
 
@@ -76,6 +83,11 @@ _SETTINGS = {
     "sip_realm": ("--sip-realm", "CTIHUB_SIP_REALM"),
     "sip_digest_algorithms": ("--sip-digest-algorithms", "CTIHUB_SIP_DIGEST_ALGORITHMS"),
     "secret_key": ("--secret-key", "CTIHUB_SECRET_KEY"),
+    "crm_url": ("--crm-url", "CTIHUB_CRM_URL"),
+    "crm_token_env": ("--crm-token-env", "CTIHUB_CRM_TOKEN_ENV"),
+    "crm_mapping": ("--crm-mapping", "CTIHUB_CRM_MAPPING"),
+    "crm_webhook_secret": ("--crm-webhook-secret", "CTIHUB_CRM_WEBHOOK_SECRET"),
+    "crm_unknown_customer": ("--crm-unknown-customer", "CTIHUB_CRM_UNKNOWN_CUSTOMER"),
     "demo": ("--demo", "CTIHUB_DEMO"),
     "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
 }
@@ -121,6 +133,11 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         sip_realm=_realm(text("sip_realm", "ctihub")),
         sip_digest_algorithms=_algorithms(text("sip_digest_algorithms", "SHA-256,MD5")),
         secret_key=_secret(text("secret_key", "")),
+        crm_url=_http_url("crm_url", text("crm_url", "")) or None,
+        crm_token_env=_env_name("crm_token_env", text("crm_token_env", "CTIHUB_CRM_TOKEN")),
+        crm_mapping=_existing_file("crm_mapping", text("crm_mapping", "")) or None,
+        crm_webhook_secret=_webhook_secret(text("crm_webhook_secret", "")) or None,
+        crm_unknown_customer=_choice("crm_unknown_customer", text("crm_unknown_customer", "create"), ("create", "reject")),
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )
@@ -200,6 +217,39 @@ def _region(value: str) -> str:
 def _realm(value: str) -> str:
     if not value or any(ch in value for ch in '"\\\r\n') or len(value) > 128:
         raise ConfigError(setting_label("sip_realm"), f"{value!r} is not a usable digest realm (1-128 characters, no quotes)")
+    return value
+
+
+def _http_url(name: str, value: str) -> str:
+    if not value:
+        return ""
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(setting_label(name), f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _env_name(name: str, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ConfigError(setting_label(name), f"{value!r} is not an environment variable name")
+    return value
+
+
+def _existing_file(name: str, value: str) -> str:
+    if value and not Path(value).is_file():
+        raise ConfigError(setting_label(name), f"{value!r} is not a readable file")
+    return value
+
+
+def _webhook_secret(value: str) -> str:
+    if value and len(value) < 16:
+        raise ConfigError(setting_label("crm_webhook_secret"), "must be at least 16 characters")
+    return value
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(setting_label(name), f"{value!r} is not one of {', '.join(choices)}")
     return value
 
 

@@ -40,8 +40,9 @@ def make_app(
     directory: DirectoryStore,
     registry: CollectorRegistry,
     health: HealthCheck,
+    webhooks: web.Application | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=256 * 1024)
     app[SESSIONS] = sessions
     app[CENTER] = center
     app[DIRECTORY] = directory
@@ -54,6 +55,8 @@ def make_app(
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
     app.router.add_get("/ws/agent", agent_socket)
+    if webhooks is not None:
+        app.add_subapp("/webhooks/", webhooks)  # POST /webhooks/crm: signed CRM changes
     return app
 
 

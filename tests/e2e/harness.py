@@ -50,8 +50,10 @@ async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_
         "database_url": database_url,
         "redis_url": redis_url,
         "sip_digest_algorithms": options.pop("sip_digest_algorithms", None),
+        "crm_url": options.pop("crm_url", None),
+        "crm_webhook_secret": options.pop("crm_webhook_secret", None),
     }
-    settings = load_settings(flags, environ={})
+    settings = load_settings(flags, environ=options.pop("environ", {}))
     hub = Hub(settings, answer_delay_s=options.pop("answer_delay_s", 0.2), **options)
     await hub.start()
     try:
