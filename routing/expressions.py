@@ -425,3 +425,43 @@ def evaluate(e: Expr, lookup: Lookup) -> bool:
         case Compare(op=op, left=left, right=right):
             return _compare(op, _value(left, lookup), _value(right, lookup))
     return bool(_value(e, lookup))
+
+
+# --- compilation ---------------------------------------------------------------------------
+
+Predicate = Callable[[Lookup], bool]
+
+
+def _value_fn(e: Expr) -> Callable[[Lookup], Value]:
+    match e:
+        case Literal(value=v):
+            return lambda lookup: v
+        case Name(name=n):
+            return lambda lookup: lookup(n)
+        case Param():
+            return lambda lookup: None
+        case ListLit(items=items):
+            values = tuple(i.value for i in items)
+            return lambda lookup: values
+    return compile_predicate(e)
+
+
+def compile_predicate(e: Expr) -> Predicate:
+    """`e` as a function of a lookup, with exactly `evaluate`'s meaning (it never raises
+    either). The router evaluates the same few expressions against thousands of agents;
+    walking the tree with `match` each time was most of its decision time."""
+    match e:
+        case And(left=left, right=right):
+            fl, fr = compile_predicate(left), compile_predicate(right)
+            return lambda lookup: fl(lookup) and fr(lookup)
+        case Or(left=left, right=right):
+            fl, fr = compile_predicate(left), compile_predicate(right)
+            return lambda lookup: fl(lookup) or fr(lookup)
+        case Not(operand=operand):
+            f = compile_predicate(operand)
+            return lambda lookup: not f(lookup)
+        case Compare(op=op, left=left, right=right):
+            va, vb = _value_fn(left), _value_fn(right)
+            return lambda lookup: _compare(op, va(lookup), vb(lookup))
+    v = _value_fn(e)
+    return lambda lookup: bool(v(lookup))

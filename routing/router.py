@@ -48,18 +48,27 @@ Policy:
 - Time-driven changes (reservation expiry, wrap-up end, maximum wait, routing steps,
   preferred windows, relaxing rules) happen on `tick(now)`; `next_deadline()` says when
   the next one is due. Any input re-matches at its own `now`.
+
+How decisions stay fast (the policy above is what they compute; this is only how):
+after every input no waiting contact is eligible for any free agent, so the next input
+only has to look at what changed since. Contacts that arrived, were put back or whose
+eligibility widened with time (see `timers`) are matched against the free agents listed
+for their queue; agents that became free (or changed) are matched against the waiting
+contacts of the queues they qualify for, best first. Each agent's standing per queue
+(base requirement, first step matched) is kept, not re-evaluated per contact. The order
+and the choices are exactly those of one full pass over every waiting contact.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
-import math
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from routing.expressions import Expr, Name, ParseError, Value, bind, evaluate, names, parse
+from routing.agents import AgentRecord, agent_lookup, has_room, held_by_channel
+from routing.expressions import Expr, Predicate, Value, bind, compile_predicate, to_text
+from routing.matching import CompiledQueue, compile_expression, compile_queue, match, rank, skills_named, standing
 from routing.model import (
     AGENT_TRANSITIONS,
     ActionKind,
@@ -81,70 +90,18 @@ from routing.model import (
     Strategy,
     WithdrawOffer,
 )
+from routing.queueing import ContactRecord, ListKey, WaitingLists, effective_priority
 from routing.stats import RoutingStats
+from routing.timers import Timers
 
 _S = AgentState
-
-
-@dataclass(slots=True)
-class _Agent:
-    profile: AgentProfile
-    order: int  # tie-break between agents idle since the same moment
-    state: AgentState = _S.OFFLINE
-    since: float = 0.0
-    reason: str | None = None
-    wants: AgentState = _S.OFFLINE  # what the agent asked for: AVAILABLE, AWAY or OFFLINE
-    wants_reason: str | None = None
-    idle_since: float = 0.0
-    offered: str | None = None  # the one pending offer
-    handling: list[str] = field(default_factory=list)  # accepted contacts, oldest first
-    wrap_until: float | None = None
-    wrap_of: tuple[str, float] | None = None  # (queue, accepted at) of the contact wrapped up
-    missed: int = 0  # rejects and timeouts in a row
-    declined: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class _Contact:
-    contact_id: str
-    queue: str
-    channel: str
-    arrived: float  # first arrival: order, aging, preferred window
-    entered: float  # into the current queue: steps, maximum wait, answer time
-    seq: int
-    priority: int  # the contact's own, rules included (the queue's is added when ordering)
-    requirements: list[tuple[Expr, float | None]]  # (agent expression, relaxed at)
-    preferred_agent: str | None = None
-    prefer_until: float = 0.0
-    declined: set[str] = field(default_factory=set)
-    agent: str | None = None
-    accepted: bool = False
-    expires: float | None = None  # of the pending offer
-    accepted_at: float | None = None
-
-    @property
-    def key(self) -> tuple[float, int]:
-        return (self.arrived, self.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledQueue:
-    base: tuple[Expr, ...]
-    steps: tuple[tuple[float, Expr], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     rule: Rule
-    when: Expr
+    when: Predicate
     require: Expr | None
-
-
-def _compile(text: str, what: str) -> Expr:
-    try:
-        return parse(text)
-    except ParseError as err:
-        raise RoutingError("bad_expression", f"{what}: {err}") from None
 
 
 class Router:
@@ -159,17 +116,21 @@ class Router:
         stats_window_s: float = 900.0,
     ) -> None:
         self._queues: dict[str, QueueConfig] = {}
-        self._compiled: dict[str, _CompiledQueue] = {}
-        # per queue, per contact priority: contact ids sorted by (arrival, seq)
-        self._waiting: dict[str, dict[int, list[str]]] = {}
-        self._agents: dict[str, _Agent] = {}
-        self._contacts: dict[str, _Contact] = {}
+        self._compiled: dict[str, CompiledQueue] = {}
+        self._agents: dict[str, AgentRecord] = {}
+        self._contacts: dict[str, ContactRecord] = {}
+        self._waiting = WaitingLists(self._contacts)
+        self._timers = Timers(self._contacts, self._agents)
         self._free: set[str] = set()  # agents an offer could go to now
-        self._offers: set[str] = set()  # contacts offered, not yet accepted
-        self._wrapping: set[str] = set()  # agents in WRAP_UP
+        self._free_in: dict[str, set[str]] = {}  # per queue: free agents with a step there
+        # What changed since the last match: only these can make a new pair.
+        self._dirty_agents: set[str] = set()
+        self._dirty_contacts: set[str] = set()
+        self._full = False  # re-match every waiting contact (a queue changed, time went back)
         self._last_pick: dict[str, int] = {}  # round robin: queue -> order of its last agent
         self._rules: list[_CompiledRule] = []
         self._seq = 0
+        self._stamp = 0  # ContactRecord.version source
         self._now = 0.0
         self.max_missed_offers = max_missed_offers
         self.publish_stats = publish_stats
@@ -188,32 +149,36 @@ class Router:
         if profile.agent_id in self._agents:
             raise RoutingError("duplicate_agent", f"agent {profile.agent_id!r} already exists")
         self._check_profile(profile)
-        agent = _Agent(profile=profile, order=len(self._agents))
+        agent = AgentRecord(profile=profile, order=len(self._agents), lookup=agent_lookup(profile))
         self._agents[profile.agent_id] = agent
-        self.stats.agent_configured(profile.agent_id, self._member_of(agent), sum(profile.capacity.values()))
+        self._derive(agent, self._queues)
+        self.stats.agent_configured(profile.agent_id, frozenset(agent.member_of), sum(profile.capacity.values()))
 
     def add_queue(self, q: QueueConfig) -> None:
         if q.name in self._queues:
             raise RoutingError("duplicate_queue", f"queue {q.name!r} already exists")
-        compiled = self._check_queue(q)
+        compiled = compile_queue(q)
         self._queues[q.name] = q
         self._compiled[q.name] = compiled
-        self._waiting[q.name] = {}
+        self._waiting.add_queue(q.name)
+        self._free_in[q.name] = set()
         self.stats.queue_configured(q.name, q.service_level_s)
-        self._restaff()
+        self._restaff(q.name)
 
     def update_agent(self, profile: AgentProfile, now: float) -> list[Command]:
         """New skills, attributes or capacity, in effect at once. Capacity may not drop
         below what the agent holds now (`capacity_in_use`)."""
         agent = self._agent(profile.agent_id)
         self._check_profile(profile)
-        held = self._held_by_channel(agent)
+        held = held_by_channel(agent, self._contacts)
         for channel, count in held.items():
             if profile.capacity.get(channel, 0) < count:
                 raise RoutingError("capacity_in_use", f"agent {profile.agent_id!r} holds {count} {channel} contacts")
-        self._now = now
+        self._set_now(now)
         agent.profile = profile
-        self.stats.agent_configured(profile.agent_id, self._member_of(agent), sum(profile.capacity.values()))
+        agent.lookup = agent_lookup(profile)
+        self._derive(agent, self._queues)
+        self.stats.agent_configured(profile.agent_id, frozenset(agent.member_of), sum(profile.capacity.values()))
         self._refresh(agent)
         out: list[Command] = []
         self._dispatch(now, out)
@@ -224,12 +189,14 @@ class Router:
         re-matched under it (limits apply to later arrivals and ticks)."""
         if q.name not in self._queues:
             raise RoutingError("unknown_queue", f"no queue {q.name!r}")
-        compiled = self._check_queue(q)
-        self._now = now
+        compiled = compile_queue(q)
+        self._set_now(now)
         self._queues[q.name] = q
         self._compiled[q.name] = compiled
         self.stats.queue_configured(q.name, q.service_level_s)
-        self._restaff()
+        self._restaff(q.name)
+        self._rebuild_timers()  # its steps and maximum wait may have changed
+        self._full = True
         out: list[Command] = []
         self._dispatch(now, out)
         return self._done(out)
@@ -238,9 +205,9 @@ class Router:
         """Replace the arrival rules; they apply to contacts arriving from now on."""
         compiled = []
         for rule in rules:
-            when = _compile(rule.when, f"rule {rule.name!r} when")
-            require = _compile(rule.require, f"rule {rule.name!r} require") if rule.require else None
-            compiled.append(_CompiledRule(rule=rule, when=when, require=require))
+            when = compile_expression(rule.when, f"rule {rule.name!r} when")
+            require = compile_expression(rule.require, f"rule {rule.name!r} require") if rule.require else None
+            compiled.append(_CompiledRule(rule=rule, when=compile_predicate(when), require=require))
         self._rules = compiled
 
     # --- inputs ---------------------------------------------------------------------
@@ -249,7 +216,7 @@ class Router:
         agent = self._agent(agent_id)
         if agent.state is not _S.OFFLINE:
             raise RoutingError("already_logged_in", f"agent {agent_id!r} is {agent.state.value}")
-        self._now = now
+        self._set_now(now)
         out: list[Command] = []
         agent.wants, agent.wants_reason, agent.missed = _S.AWAY, "logged_in", 0
         self._settle(agent, now, out, forget=False)
@@ -260,7 +227,7 @@ class Router:
         agent = self._agent(agent_id)
         if agent.state is _S.OFFLINE:
             return []
-        self._now = now
+        self._set_now(now)
         out: list[Command] = []
         self._go_offline(agent, now, "logged_out", out)
         self._dispatch(now, out)
@@ -276,7 +243,7 @@ class Router:
             if state is _S.OFFLINE:
                 return []
             raise RoutingError("not_logged_in", f"agent {agent_id!r} is offline")
-        self._now = now
+        self._set_now(now)
         out: list[Command] = []
         holding = agent.offered is not None or bool(agent.handling)
         if state is _S.OFFLINE and not holding:
@@ -294,7 +261,7 @@ class Router:
         agent = self._agent(agent_id)
         if agent.state is not _S.WRAP_UP:
             raise RoutingError("not_in_wrap_up", f"agent {agent_id!r} is {agent.state.value}")
-        self._now = now
+        self._set_now(now)
         out: list[Command] = []
         self._end_wrap(agent, now)
         self._settle(agent, now, out, forget=True)
@@ -322,11 +289,14 @@ class Router:
         if contact_id in self._contacts:
             raise RoutingError("duplicate_contact", f"contact {contact_id!r} is already routed")
         reqs: list[tuple[Expr, float | None]] = []
+        sig: list[str] = []  # see ContactRecord.sig
         if requirements:
-            reqs.append((_compile(requirements, "requirements"), None))
+            expr = compile_expression(requirements, "requirements")
+            reqs.append((expr, None))
+            sig.append(to_text(expr))
         attrs = dict(attributes or {})
         for rule in self._rules:
-            if not evaluate(rule.when, attrs.get):
+            if not rule.when(attrs.get):
                 continue
             if rule.require is not None:
                 bound = bind(rule.require, attrs)
@@ -334,10 +304,11 @@ class Router:
                     continue  # names an attribute the contact lacks: the rule does not apply
                 relax = rule.rule.relax_after_s
                 reqs.append((bound, None if relax is None else now + relax))
+                sig.append(to_text(bound) + ("" if relax is None else f" @{relax!r}"))
             priority += rule.rule.priority
-        self._now = now
+        self._set_now(now)
         self._seq += 1
-        contact = _Contact(
+        contact = ContactRecord(
             contact_id=contact_id,
             queue=queue,
             channel=channel,
@@ -346,13 +317,15 @@ class Router:
             seq=self._seq,
             priority=priority,
             requirements=reqs,
+            checks=[(compile_predicate(e), t) for e, t in reqs],
+            sig=tuple(sorted(sig)),
         )
         if preferred_agent is not None and preferred_agent in self._agents and preferred_for_s > 0:
             contact.preferred_agent, contact.prefer_until = preferred_agent, now + preferred_for_s
         self._contacts[contact_id] = contact
         out: list[Command] = []
         q = self._queues[queue]
-        if q.max_length is not None and self._count(queue) >= q.max_length:
+        if q.max_length is not None and self._waiting.count(queue) >= q.max_length:
             self._act(contact, q.on_full, "queue_full", now, out, {queue})
         else:
             self._enqueue(contact)
@@ -366,7 +339,7 @@ class Router:
         contact = self._contact(contact_id)
         if contact.accepted:
             raise RoutingError("already_assigned", f"contact {contact_id!r} is with an agent; finish it")
-        self._now = now
+        self._set_now(now)
         self.stats.contact_abandoned(contact.queue, now - contact.entered, now)
         if contact.agent is None:
             self._unqueue(contact)
@@ -375,7 +348,6 @@ class Router:
         del self._contacts[contact_id]
         agent = self._agents[contact.agent]
         out: list[Command] = [WithdrawOffer(contact_id=contact_id, agent_id=agent.profile.agent_id, reason="abandoned")]
-        self._offers.discard(contact_id)
         agent.offered = None
         self._settle(agent, now, out, forget=True)
         self._dispatch(now, out)
@@ -383,9 +355,8 @@ class Router:
 
     def offer_accepted(self, contact_id: str, agent_id: str, now: float) -> list[Command]:
         contact, agent = self._offer(contact_id, agent_id)
-        self._now = now
+        self._set_now(now)
         contact.accepted, contact.accepted_at, contact.expires = True, now, None
-        self._offers.discard(contact_id)
         agent.offered = None
         agent.handling.append(contact_id)
         agent.missed = 0
@@ -398,7 +369,7 @@ class Router:
 
     def offer_rejected(self, contact_id: str, agent_id: str, now: float) -> list[Command]:
         contact, agent = self._offer(contact_id, agent_id)
-        self._now = now
+        self._set_now(now)
         out: list[Command] = []
         self._decline(contact, agent, now, out, timeout=False)
         self._dispatch(now, out)
@@ -408,7 +379,7 @@ class Router:
         contact = self._contact(contact_id)
         if not contact.accepted or contact.agent is None:
             raise RoutingError("not_assigned", f"contact {contact_id!r} is not with an agent")
-        self._now = now
+        self._set_now(now)
         del self._contacts[contact_id]
         agent = self._agents[contact.agent]
         agent.handling.remove(contact_id)
@@ -417,7 +388,7 @@ class Router:
         wrap_s = self._queues[contact.queue].wrap_up_s
         if wrap_s > 0 and agent.offered is None and not agent.handling:
             agent.wrap_until, agent.wrap_of = now + wrap_s, (contact.queue, accepted_at)
-            self._wrapping.add(agent.profile.agent_id)
+            self._timers.wrap_started(agent)
         else:
             self.stats.contact_handled(contact.queue, agent.profile.agent_id, now - accepted_at, now)
         out: list[Command] = []
@@ -428,30 +399,16 @@ class Router:
     def tick(self, now: float) -> list[Command]:
         """Time passed: expire offers, end wrap-ups, apply maximum waits, then re-match
         (routing steps, preferred windows and rules may have widened)."""
-        self._now = now
+        self._set_now(now)
         out: list[Command] = []
-        expired = sorted(
-            (c for c in (self._contacts[cid] for cid in self._offers) if c.expires is not None and c.expires <= now),
-            key=lambda c: (c.expires, c.seq),
-        )
-        for contact in expired:
+        for contact in self._timers.expired_offers(now):
             agent = self._agents[contact.agent or ""]
             out.append(WithdrawOffer(contact_id=contact.contact_id, agent_id=agent.profile.agent_id, reason="timeout"))
             self._decline(contact, agent, now, out, timeout=True)
-        for agent_id in sorted(self._wrapping, key=lambda a: self._agents[a].order):
-            agent = self._agents[agent_id]
-            if agent.wrap_until is not None and agent.wrap_until <= now:
-                self._end_wrap(agent, now)
-                self._settle(agent, now, out, forget=True)
-        overdue: list[_Contact] = []
-        for name, q in self._queues.items():
-            if q.max_wait_s is None:
-                continue
-            for cid in self._queued(name):
-                contact = self._contacts[cid]
-                if now - contact.entered >= q.max_wait_s:
-                    overdue.append(contact)
-        for contact in sorted(overdue, key=lambda c: c.key):
+        for agent in self._timers.ended_wraps(now):
+            self._end_wrap(agent, now)
+            self._settle(agent, now, out, forget=True)
+        for contact in sorted(self._timers.overdue(now, self._queues), key=lambda c: c.key):
             self._unqueue(contact)
             self._act(contact, self._queues[contact.queue].on_timeout, "max_wait", now, out, set())
         self._dispatch(now, out)
@@ -472,7 +429,7 @@ class Router:
         """Waiting contact ids, in the order they will be offered (as of the last input)."""
         if queue not in self._queues:
             raise RoutingError("unknown_queue", f"no queue {queue!r}")
-        return list(self._ordered(self._now, [queue]))
+        return list(self._waiting.ordered(self._queues, self._now, [queue]))
 
     def contact_of(self, agent_id: str) -> str | None:
         """The contact offered to (RESERVED) or handled by (BUSY) the agent; with several
@@ -512,31 +469,23 @@ class Router:
     def eligible(self, contact_id: str, agent_id: str, now: float) -> int | None:
         """The routing step by which the agent qualifies for the waiting or offered
         contact at `now` (ignoring whether they are free), or None."""
-        return self._match(self._contact(contact_id), self._agent(agent_id), now)
+        contact = self._contact(contact_id)
+        return match(self._compiled[contact.queue], contact, self._agent(agent_id), now)
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do: an offer expiring, a
         wrap-up ending, a maximum wait, a routing step, preferred window or rule
         relaxing. The shell calls `tick` then (or simply every second)."""
-        times: list[float] = [c.expires for c in map(self._contacts.__getitem__, self._offers) if c.expires is not None]
-        times += [a.wrap_until for a in map(self._agents.__getitem__, self._wrapping) if a.wrap_until is not None]
-        for name, q in self._queues.items():
-            for cid in self._queued(name):
-                c = self._contacts[cid]
-                if q.max_wait_s is not None:
-                    times.append(c.entered + q.max_wait_s)
-                times += [c.entered + s for s, _ in self._compiled[name].steps if c.entered + s > self._now]
-                if c.prefer_until > self._now:
-                    times.append(c.prefer_until)
-                times += [t for _, t in c.requirements if t is not None and t > self._now]
-        return min(times) if times else None
+        return self._timers.next_deadline(self._now)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "queues": {
                 name: {
-                    "waiting": self._count(name),
-                    "longest_wait_since": min((self._contacts[c].arrived for c in self._queued(name)), default=None),
+                    "waiting": self._waiting.count(name),
+                    "longest_wait_since": min(
+                        (self._contacts[c].arrived for c in self._waiting.queued(name)), default=None
+                    ),
                 }
                 for name in self._queues
             },
@@ -553,7 +502,7 @@ class Router:
 
     def dump(self) -> dict[str, Any]:
         """The whole routing state, JSON-ready (for checks, debugging, and the shape a
-        shared store will need)."""
+        shared store will need). Indexes and timers are derived, so not in it."""
         return {
             "now": self._now,
             "seq": self._seq,
@@ -591,24 +540,26 @@ class Router:
                 }
                 for cid, c in self._contacts.items()
             },
-            "waiting": {name: {str(p): list(ids) for p, ids in b.items()} for name, b in self._waiting.items()},
+            "waiting": {
+                name: {str(p): ids for p, ids in self._waiting.by_priority(name).items()} for name in self._queues
+            },
         }
 
     # --- validation -------------------------------------------------------------------
 
-    def _agent(self, agent_id: str) -> _Agent:
+    def _agent(self, agent_id: str) -> AgentRecord:
         agent = self._agents.get(agent_id)
         if agent is None:
             raise RoutingError("unknown_agent", f"no agent {agent_id!r}")
         return agent
 
-    def _contact(self, contact_id: str) -> _Contact:
+    def _contact(self, contact_id: str) -> ContactRecord:
         contact = self._contacts.get(contact_id)
         if contact is None:
             raise RoutingError("unknown_contact", f"no contact {contact_id!r}")
         return contact
 
-    def _offer(self, contact_id: str, agent_id: str) -> tuple[_Contact, _Agent]:
+    def _offer(self, contact_id: str, agent_id: str) -> tuple[ContactRecord, AgentRecord]:
         contact = self._contact(contact_id)
         agent = self._agent(agent_id)
         if contact.agent != agent_id or contact.accepted:
@@ -623,70 +574,74 @@ class Router:
             if cap < 0:
                 raise RoutingError("bad_capacity", f"agent {profile.agent_id!r}: {channel} capacity {cap}")
 
-    def _check_queue(self, q: QueueConfig) -> _CompiledQueue:
-        base: list[Expr] = [Name(name=s) for s in sorted(q.required_skills)]
-        if q.requirement:
-            base.append(_compile(q.requirement, f"queue {q.name!r} requirement"))
-        steps = tuple((s.after_s, _compile(s.requirement, f"queue {q.name!r} step {i}")) for i, s in enumerate(q.steps))
-        if steps and (steps[0][0] != 0 or any(a[0] > b[0] for a, b in zip(steps, steps[1:]))):
-            raise RoutingError("bad_queue", f"queue {q.name!r}: steps must start at 0 and go up")
-        for action in (q.on_full, q.on_timeout):
-            if action.kind is ActionKind.OVERFLOW and not action.to_queue:
-                raise RoutingError("bad_queue", f"queue {q.name!r}: overflow needs to_queue")
-        return _CompiledQueue(base=tuple(base), steps=steps)
+    # --- time and indexes ---------------------------------------------------------------
 
-    # --- agents -----------------------------------------------------------------------
+    def _set_now(self, now: float) -> None:
+        if now < self._now:
+            # Time went back (the shell's clock is monotonic, so only a caller's test
+            # does this): eligibility changes already consumed may come due again.
+            self._rebuild_timers()
+            self._full = True
+        self._now = now
 
-    def _lookup(self, agent: _Agent) -> Any:
-        profile = agent.profile
-        attrs = profile.attributes
+    def _rebuild_timers(self) -> None:
+        self._timers.clear_waiting()
+        for name in self._queues:
+            for cid in self._waiting.queued(name):
+                self._record_waiting(self._contacts[cid])
 
-        def lookup(name: str) -> Value:
-            return attrs[name] if name in attrs else profile.level(name)
+    def _record_waiting(self, contact: ContactRecord) -> None:
+        q = self._queues[contact.queue]
+        self._timers.contact_waiting(contact, self._compiled[contact.queue].step_times, q.max_wait_s)
 
-        return lookup
+    def _derive(self, agent: AgentRecord, queues: Iterable[str]) -> None:
+        """Recompute the agent's standing in `queues` (membership, first step)."""
+        for name in queues:
+            member, step = standing(self._compiled[name], agent.lookup)
+            if member:
+                agent.member_of.add(name)
+            else:
+                agent.member_of.discard(name)
+            if step is None:
+                agent.first_step.pop(name, None)
+            else:
+                agent.first_step[name] = step
 
-    def _member_of(self, agent: _Agent) -> frozenset[str]:
-        lookup = self._lookup(agent)
-        return frozenset(n for n, c in self._compiled.items() if all(evaluate(e, lookup) for e in c.base))
-
-    def _restaff(self) -> None:
+    def _restaff(self, queue: str) -> None:
         for agent in self._agents.values():
+            self._derive(agent, (queue,))
             p = agent.profile
-            self.stats.agent_configured(p.agent_id, self._member_of(agent), sum(p.capacity.values()))
+            self.stats.agent_configured(p.agent_id, frozenset(agent.member_of), sum(p.capacity.values()))
+            self._refresh(agent)
 
-    def _held_by_channel(self, agent: _Agent) -> dict[str, int]:
-        held: dict[str, int] = {}
-        for cid in self.contacts_of(agent.profile.agent_id):
-            channel = self._contacts[cid].channel
-            held[channel] = held.get(channel, 0) + 1
-        return held
-
-    def _has_room(self, agent: _Agent, channel: str) -> bool:
-        held = self._held_by_channel(agent)
-        if held.get(channel, 0) >= agent.profile.capacity.get(channel, 0):
-            return False
-        if agent.profile.voice_exclusive and held and (channel == "voice" or "voice" in held):
-            return False
-        return True
-
-    def _refresh(self, agent: _Agent) -> None:
-        """Keep `_free` exact: logged in, asking for nothing else, no offer pending, not
-        wrapping up, and room on some channel."""
+    def _refresh(self, agent: AgentRecord) -> None:
+        """Keep `_free` and `_free_in` exact: logged in, asking for nothing else, no offer
+        pending, not wrapping up, and room on some channel. A free agent is marked for
+        matching, since any call here may have given them room or forgotten declines."""
         agent_id = agent.profile.agent_id
         free = (
             agent.state in (_S.AVAILABLE, _S.BUSY)
             and agent.wants is _S.AVAILABLE
             and agent.offered is None
             and agent.wrap_until is None
-            and any(self._has_room(agent, ch) for ch in agent.profile.capacity)
+            and any(has_room(agent, ch, self._contacts) for ch in agent.profile.capacity)
         )
+        listed = tuple(agent.first_step) if free else ()
+        if listed != agent.listed:
+            for name in agent.listed:
+                self._free_in[name].discard(agent_id)
+            for name in listed:
+                self._free_in[name].add(agent_id)
+            agent.listed = listed
         if free:
             self._free.add(agent_id)
+            self._dirty_agents.add(agent_id)
         else:
             self._free.discard(agent_id)
 
-    def _settle(self, agent: _Agent, now: float, out: list[Command], *, forget: bool) -> None:
+    # --- agents -----------------------------------------------------------------------
+
+    def _settle(self, agent: AgentRecord, now: float, out: list[Command], *, forget: bool) -> None:
         """Bring the agent's state in line with what they hold and what they asked for."""
         if agent.offered is not None:
             to, reason = _S.RESERVED, None
@@ -713,23 +668,19 @@ class Router:
             self.stats.agent_state_changed(agent.profile.agent_id, to, reason, now)
             out.append(AnnounceAgentState(agent_id=agent.profile.agent_id, state=to, previous=previous, reason=reason))
         self._refresh(agent)
-        self.stats.agent_load_changed(
-            agent.profile.agent_id, len(agent.handling) + (agent.offered is not None), missed=agent.missed
-        )
+        self.stats.agent_load_changed(agent.profile.agent_id, agent.load, missed=agent.missed)
 
-    def _end_wrap(self, agent: _Agent, now: float) -> None:
+    def _end_wrap(self, agent: AgentRecord, now: float) -> None:
         if agent.wrap_of is not None:
             queue, accepted_at = agent.wrap_of
             self.stats.contact_handled(queue, agent.profile.agent_id, now - accepted_at, now)
         agent.wrap_until = agent.wrap_of = None
-        self._wrapping.discard(agent.profile.agent_id)
 
-    def _go_offline(self, agent: _Agent, now: float, reason: str | None, out: list[Command]) -> None:
+    def _go_offline(self, agent: AgentRecord, now: float, reason: str | None, out: list[Command]) -> None:
         agent_id = agent.profile.agent_id
         if agent.offered is not None:
             contact = self._contacts[agent.offered]
             out.append(WithdrawOffer(contact_id=contact.contact_id, agent_id=agent_id, reason="agent_logged_out"))
-            self._offers.discard(contact.contact_id)
             contact.agent = contact.expires = None
             self._enqueue(contact)
         for cid in agent.handling:
@@ -740,7 +691,9 @@ class Router:
         agent.wants, agent.wants_reason = _S.OFFLINE, reason
         self._settle(agent, now, out, forget=False)
 
-    def _decline(self, contact: _Contact, agent: _Agent, now: float, out: list[Command], *, timeout: bool) -> None:
+    def _decline(
+        self, contact: ContactRecord, agent: AgentRecord, now: float, out: list[Command], *, timeout: bool
+    ) -> None:
         """A reject or an offer timeout: the contact goes back to its place, the agent
         is released (or put AWAY 'missed')."""
         agent_id = agent.profile.agent_id
@@ -749,7 +702,6 @@ class Router:
         if contact.preferred_agent == agent_id:
             contact.prefer_until = min(contact.prefer_until, now)
         contact.agent = contact.expires = None
-        self._offers.discard(contact.contact_id)
         self._enqueue(contact)
         agent.offered = None
         agent.missed += 1
@@ -761,32 +713,27 @@ class Router:
 
     # --- queues -------------------------------------------------------------------------
 
-    def _queued(self, queue: str) -> Iterator[str]:
-        for ids in self._waiting[queue].values():
-            yield from ids
-
-    def _count(self, queue: str) -> int:
-        return sum(len(ids) for ids in self._waiting[queue].values())
-
-    def _enqueue(self, contact: _Contact) -> None:
-        bucket = self._waiting[contact.queue].setdefault(contact.priority, [])
-        at = bisect.bisect(bucket, contact.key, key=lambda cid: self._contacts[cid].key)
-        bucket.insert(at, contact.contact_id)
+    def _enqueue(self, contact: ContactRecord) -> None:
+        self._stamp += 1
+        contact.version = self._stamp
+        self._waiting.add(contact)
+        self._record_waiting(contact)
+        self._dirty_contacts.add(contact.contact_id)
         self.stats.contact_queued(contact.queue, contact.contact_id, contact.entered)
 
-    def _unqueue(self, contact: _Contact) -> None:
-        buckets = self._waiting[contact.queue]
-        bucket = buckets[contact.priority]
-        at = bisect.bisect_left(bucket, contact.key, key=lambda cid: self._contacts[cid].key)
-        if at >= len(bucket) or bucket[at] != contact.contact_id:
+    def _unqueue(self, contact: ContactRecord) -> None:
+        if not self._waiting.remove(contact):
             raise RoutingError("corrupt_queue", f"contact {contact.contact_id!r} is not where it should be")
-        del bucket[at]
-        if not bucket:
-            del buckets[contact.priority]
         self.stats.contact_dequeued(contact.queue, contact.contact_id)
 
     def _act(
-        self, contact: _Contact, action: QueueAction, reason: str, now: float, out: list[Command], visited: set[str]
+        self,
+        contact: ContactRecord,
+        action: QueueAction,
+        reason: str,
+        now: float,
+        out: list[Command],
+        visited: set[str],
     ) -> None:
         """Apply a queue's limit action to a contact that is in no queue's list."""
         cid, queue = contact.contact_id, contact.queue
@@ -796,7 +743,7 @@ class Router:
             visited.add(target)
             contact.queue, contact.entered = target, now
             q = self._queues[target]
-            if q.max_length is not None and self._count(target) >= q.max_length:
+            if q.max_length is not None and self._waiting.count(target) >= q.max_length:
                 self._act(contact, q.on_full, "queue_full", now, out, visited)
             else:
                 self._enqueue(contact)
@@ -810,124 +757,131 @@ class Router:
         else:  # REJECT, or an overflow with nowhere (new) to go
             out.append(RejectContact(contact_id=cid, queue=queue, reason=reason))
 
-    def _effective_priority(self, contact: _Contact, now: float) -> int:
-        q = self._queues[contact.queue]
-        aging = 0
-        if q.aging_step_s:
-            aging = max(0, math.floor((now - contact.arrived) / q.aging_step_s))
-        return q.priority + contact.priority + aging
-
-    def _ordered(self, now: float, queues: Iterable[str] | None = None) -> Iterator[str]:
-        """Waiting contacts by (effective priority desc, arrival asc), merging the
-        per-(queue, priority) lists: within one list the head always comes first, since
-        it is the oldest and so the most aged. The lists must not change meanwhile."""
-        heap: list[tuple[int, float, int, str, int, int]] = []
-        for name in self._queues if queues is None else queues:
-            for prio, ids in self._waiting[name].items():
-                if ids:
-                    head = self._contacts[ids[0]]
-                    heap.append((-self._effective_priority(head, now), head.arrived, head.seq, name, prio, 0))
-        heapq.heapify(heap)
-        while heap:
-            _, _, _, name, prio, i = heapq.heappop(heap)
-            ids = self._waiting[name][prio]
-            yield ids[i]
-            if i + 1 < len(ids):
-                nxt = self._contacts[ids[i + 1]]
-                heapq.heappush(heap, (-self._effective_priority(nxt, now), nxt.arrived, nxt.seq, name, prio, i + 1))
-
     # --- matching -----------------------------------------------------------------------
-
-    def _match(self, contact: _Contact, agent: _Agent, now: float) -> int | None:
-        agent_id = agent.profile.agent_id
-        if agent_id in contact.declined:
-            return None
-        if contact.preferred_agent is not None and now < contact.prefer_until and agent_id != contact.preferred_agent:
-            return None
-        lookup = self._lookup(agent)
-        compiled = self._compiled[contact.queue]
-        if not all(evaluate(e, lookup) for e in compiled.base):
-            return None
-        for expr, relaxed_at in contact.requirements:
-            if (relaxed_at is None or now < relaxed_at) and not evaluate(expr, lookup):
-                return None
-        if not compiled.steps:
-            return 0
-        waited = now - contact.entered
-        for j, (after_s, expr) in enumerate(compiled.steps):
-            if after_s > waited:
-                break
-            if evaluate(expr, lookup):
-                return j
-        return None
-
-    def _skills_named(self, contact: _Contact, step: int, now: float) -> set[str]:
-        compiled = self._compiled[contact.queue]
-        exprs = [*compiled.base, *(e for e, t in contact.requirements if t is None or now < t)]
-        if compiled.steps:
-            exprs.append(compiled.steps[step][1])
-        return {n for e in exprs for n in names(e)}
-
-    def _rank(self, contact: _Contact, agent: _Agent, step: int, now: float) -> tuple[float, ...]:
-        """Lower is better, by the contact's queue's strategy; unique per agent."""
-        strategy = self._queues[contact.queue].strategy
-        p = agent.profile
-        load = len(agent.handling) + (agent.offered is not None)
-        idle = (float(load > 0), agent.idle_since, float(agent.order))
-        if strategy is Strategy.BEST_PROFICIENCY:
-            score = sum(p.level(s) for s in self._skills_named(contact, step, now) if s not in p.attributes)
-            return (-float(score), *idle)
-        if strategy is Strategy.LEAST_OCCUPIED:
-            total = sum(p.capacity.values()) or 1
-            return (load / total, agent.idle_since, float(agent.order))
-        if strategy is Strategy.ROUND_ROBIN:
-            last = self._last_pick.get(contact.queue, -1)
-            return (float((agent.order - last - 1) % len(self._agents)),)
-        return idle
 
     def _dispatch(self, now: float, out: list[Command]) -> None:
         """Offer waiting contacts, best first, each to the best free eligible agent.
 
         One pass is enough: an offer only takes room away, so a contact that found no
-        agent earlier in the pass cannot find one later in it."""
+        agent earlier in the pass cannot find one later in it. The pass only visits
+        what can pair up: changed contacts against every free agent of their queue,
+        and, in the queues where a changed free agent stands, the waiting contacts
+        against the changed agents; every other pair was ineligible at the last pass
+        and eligibility only widens with time through the timers' events."""
+        widened = self._timers.widened(now)
+        full, self._full = self._full, False
+        dirty_contacts, self._dirty_contacts = self._dirty_contacts | widened, set()
+        dirty_agents, self._dirty_agents = self._dirty_agents, set()
         if not self._free:
             return
-        candidates = set(self._free)
-        offered: list[_Contact] = []
-        for cid in self._ordered(now):
-            contact = self._contacts[cid]
-            best: tuple[tuple[float, ...], _Agent, int] | None = None
-            for agent_id in candidates:
-                agent = self._agents[agent_id]
-                if not self._has_room(agent, contact.channel):
-                    continue
-                step = self._match(contact, agent, now)
-                if step is None:
-                    continue
-                rank = self._rank(contact, agent, step, now)
-                if best is None or rank < best[0]:
-                    best = (rank, agent, step)
+        contacts, agents, queues = self._contacts, self._agents, self._queues
+        lists = self._waiting.lists
+        # queue -> changed free agents standing in it, not yet offered anything
+        dirty_in: dict[str, set[str]] = {}
+        for agent_id in dirty_agents:
+            if agent_id in self._free:
+                for name in agents[agent_id].first_step:
+                    dirty_in.setdefault(name, set()).add(agent_id)
+        # Heap entries: (-effective priority, arrival, seq, queue, list key, index, contact);
+        # index >= 0 walks that waiting list, -1 is one changed contact alone.
+        heap: list[tuple[int, float, int, str, ListKey, int, str]] = []
+        for name in queues if full else dirty_in:
+            q = queues[name]
+            for key, ids in lists[name].items():
+                head = contacts[ids[0]]
+                if not full and key[1] and not self._any_meets(head, dirty_in[name], now):
+                    continue  # see _any_meets
+                heap.append((-effective_priority(q, head, now), head.arrived, head.seq, name, key, 0, ""))
+        if not full:
+            for cid in dirty_contacts:
+                c = contacts.get(cid)
+                if c is not None and c.agent is None:
+                    q = queues[c.queue]
+                    key = (c.priority, c.sig)
+                    heap.append((-effective_priority(q, c, now), c.arrived, c.seq, c.queue, key, -1, cid))
+        heapq.heapify(heap)
+        offered: list[ContactRecord] = []
+        while heap:
+            _, _, _, name, key, i, cid = heapq.heappop(heap)
+            if i < 0:
+                changed = True
+            else:
+                ids = lists[name][key]
+                cid = ids[i]
+                if i + 1 < len(ids) and (full or dirty_in[name]):
+                    nxt = contacts[ids[i + 1]]
+                    eff = effective_priority(queues[name], nxt, now)
+                    heapq.heappush(heap, (-eff, nxt.arrived, nxt.seq, name, key, i + 1, ""))
+                if not full and cid in dirty_contacts:
+                    continue  # it has its own entry
+                changed = full
+            pool = self._free_in[name] if changed else dirty_in[name]
+            if not pool:
+                continue
+            contact = contacts[cid]
+            best = self._best(contact, pool, now)
             if best is None:
                 continue
-            _, agent, step = best
+            agent, step = best
             self._make_offer(contact, agent, step, now, out)
             offered.append(contact)
-            candidates.discard(agent.profile.agent_id)  # one pending offer per agent
-            if not candidates:
+            agent_id = agent.profile.agent_id
+            for queue_name in agent.first_step:  # one pending offer per agent
+                dirty_in.get(queue_name, set()).discard(agent_id)
+            if not self._free:
                 break
         for contact in offered:
             self._unqueue(contact)
 
-    def _make_offer(self, contact: _Contact, agent: _Agent, step: int, now: float, out: list[Command]) -> None:
+    def _any_meets(self, head: ContactRecord, agent_ids: Iterable[str], now: float) -> bool:
+        """Some agent meets the requirements of the head of a waiting list that are in
+        force at `now`. If none does, none meets those of any contact in the list: they
+        share the same requirements and relaxing delays (`sig`), and the head arrived
+        first, so it is the one with the fewest still in force."""
+        active = [check for check, relaxed_at in head.checks if relaxed_at is None or now < relaxed_at]
+        agents = self._agents
+        return any(all(check(agents[a].lookup) for check in active) for a in agent_ids)
+
+    def _best(self, contact: ContactRecord, pool: Iterable[str], now: float) -> tuple[AgentRecord, int] | None:
+        """The best agent of `pool` with room for and eligible to the contact."""
+        if contact.preferred_agent is not None and now < contact.prefer_until:
+            # only the preferred agent qualifies meanwhile
+            pool = (contact.preferred_agent,) if contact.preferred_agent in pool else ()
+        agents, contacts = self._agents, self._contacts
+        q = self._queues[contact.queue]
+        compiled = self._compiled[contact.queue]
+        last_pick = self._last_pick.get(contact.queue, -1)
+        named: dict[int, set[str]] = {}
+        best: tuple[tuple[float, ...], AgentRecord, int] | None = None
+        for agent_id in pool:
+            agent = agents[agent_id]
+            if not has_room(agent, contact.channel, contacts):
+                continue
+            step = match(compiled, contact, agent, now)
+            if step is None:
+                continue
+            if q.strategy is Strategy.BEST_PROFICIENCY and step not in named:
+                named[step] = skills_named(compiled, contact, step, now)
+            r = rank(q, agent, named.get(step), last_pick, len(agents))
+            if best is None or r < best[0]:
+                best = (r, agent, step)
+        return None if best is None else (best[1], best[2])
+
+    def _make_offer(
+        self, contact: ContactRecord, agent: AgentRecord, step: int, now: float, out: list[Command]
+    ) -> None:
         agent_id = agent.profile.agent_id
         contact.agent = agent_id
         contact.expires = now + self._queues[contact.queue].reservation_timeout_s
-        self._offers.add(contact.contact_id)
+        self._stamp += 1
+        contact.version = self._stamp
+        self._timers.offer_made(contact)
         agent.offered = contact.contact_id
         self._last_pick[contact.queue] = agent.order
         self._settle(agent, now, out, forget=False)
         p = agent.profile
-        matched = sorted(s for s in self._skills_named(contact, step, now) if s not in p.attributes and p.level(s) > 0)
+        named = skills_named(self._compiled[contact.queue], contact, step, now)
+        matched = sorted(s for s in named if s not in p.attributes and p.level(s) > 0)
         out.append(
             OfferContact(
                 contact_id=contact.contact_id,

@@ -21,6 +21,7 @@ from routing.expressions import (
     ParseError,
     Value,
     bind,
+    compile_predicate,
     evaluate,
     names,
     params,
@@ -229,3 +230,17 @@ def test_garbage_parses_or_fails_with_a_position_inside_the_text(text: str) -> N
     else:
         evaluate(e, lookup)  # whatever parses also evaluates without raising
         assert _strict(parse(to_text(e))) == _strict(e)
+
+
+VALUES: list[Value] = [None, 0, 1, 3, 2.5, True, False, "", "de", "x", frozenset({"de", "en"}), ("de", 1)]
+
+
+@settings(max_examples=400)
+@given(expressions, st.dictionaries(identifiers, st.sampled_from(VALUES), max_size=4), st.sampled_from(VALUES))
+def test_compiled_predicate_agrees_with_evaluate(e: Expr, values: dict[str, Value], default: Value) -> None:
+    def look(name: str) -> Value:
+        return values.get(name, default)
+
+    assert compile_predicate(e)(look) is evaluate(e, look)
+    for text in ("crypto >= 3 and not (tier in [\"a\", \"senior\"])", '"de" in languages or compliance'):
+        assert compile_predicate(parse(text))(lookup) is ev(text)
