@@ -9,6 +9,8 @@ that a late wake-up does not stretch the audio.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import secrets
 from pathlib import Path
@@ -21,10 +23,18 @@ log = logging.getLogger(__name__)
 FRAME_S = 0.020
 
 
+@functools.lru_cache(maxsize=32)
+def encoded_frames(sound: Path, payload_type: int) -> tuple[bytes, ...]:
+    """A sound's 20 ms G.711 frames, encoded once per sound and codec and then shared by
+    every call that plays it: encoding in Python costs milliseconds per call."""
+    return tuple(WavSource(sound, payload_type, loop=False))
+
+
 class Player:
     def __init__(self, endpoint: RtpEndpoint, sound: Path, payload_type: int, *, loop: bool = True) -> None:
         self._endpoint = endpoint
-        self._frames = iter(WavSource(sound, payload_type, loop=loop))
+        frames = encoded_frames(sound, payload_type)
+        self._frames = itertools.cycle(frames) if loop else iter(frames)
         self._packetizer = RtpPacketizer(
             ssrc=secrets.randbits(32),
             payload_type=payload_type,
