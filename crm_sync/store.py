@@ -244,53 +244,29 @@ class CrmStore:
         call_id: str | None,
         disposition: str | None = None,
         notes: str | None = None,
-    ) -> str:
-        """Store one finished (or failed) contact and commit; returns its new id.
-
-        Timestamps must be timezone-aware (ValueError otherwise). `customer_id` may be
-        None for a caller nobody identified. Nothing goes to the external CRM; see
-        `record_interaction_with_outbox` for that.
-        """
-        return await self._write_interaction(
-            dict(customer_id=customer_id, channel=channel, direction=direction, caller_number=caller_number,
-                 dialled=dialled, queue=queue, agent_id=agent_id, started_at=started_at, answered_at=answered_at,
-                 ended_at=ended_at, outcome=outcome, call_id=call_id, disposition=disposition, notes=notes),
-            outbox=False, interaction_id=None, now=None,
-        )
-
-    async def record_interaction_with_outbox(
-        self,
-        *,
-        customer_id: str | None,
-        channel: str,
-        direction: str,
-        caller_number: str,
-        dialled: str | None,
-        queue: str | None,
-        agent_id: str | None,
-        started_at: datetime,
-        answered_at: datetime | None,
-        ended_at: datetime | None,
-        outcome: str,
-        call_id: str | None,
-        disposition: str | None = None,
-        notes: str | None = None,
+        to_outbox: bool = False,
         interaction_id: str | None = None,
         now: datetime | None = None,
     ) -> str:
-        """`record_interaction`, plus an 'interaction.created' outbox message in the same
-        transaction: both are committed or neither is.
+        """Store one finished (or failed) contact and commit; returns its id.
 
-        Give `interaction_id` to make a retried call safe: when a row with that id is
-        already there (the first try committed but its answer was lost), its id comes
-        back and nothing new is written, in either table.
+        Timestamps must be timezone-aware (ValueError otherwise). `customer_id` may be
+        None for a caller nobody identified. With `to_outbox`, an 'interaction.created'
+        message for the external CRM is written in the same transaction: both are
+        committed or neither is. Give `interaction_id` to make a retried call safe: when
+        a row with that id is already there (the first try committed but its answer was
+        lost), its id comes back and nothing new is written, in either table.
         """
         return await self._write_interaction(
             dict(customer_id=customer_id, channel=channel, direction=direction, caller_number=caller_number,
                  dialled=dialled, queue=queue, agent_id=agent_id, started_at=started_at, answered_at=answered_at,
                  ended_at=ended_at, outcome=outcome, call_id=call_id, disposition=disposition, notes=notes),
-            outbox=True, interaction_id=interaction_id, now=now,
+            outbox=to_outbox, interaction_id=interaction_id, now=now,
         )
+
+    async def record_interaction_with_outbox(self, **fields: Any) -> str:
+        """`record_interaction(..., to_outbox=True)`."""
+        return await self.record_interaction(**fields, to_outbox=True)
 
     async def _write_interaction(
         self, fields: dict[str, Any], *, outbox: bool, interaction_id: str | None, now: datetime | None

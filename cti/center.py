@@ -458,15 +458,13 @@ class ContactCenter:
         interaction_id = None
         # A database that blinks (failover, restart) must not cost the record: retry with
         # backoff. The id is fixed first, so a retry after a commit whose answer was lost
-        # finds the row instead of writing it twice.
-        if self.sync_to_crm:
-            record["interaction_id"] = f"int_{uuid.uuid4().hex}"
+        # finds the row instead of writing it twice. With a CRM configured, the outbox
+        # message commits together with the interaction, or neither does.
+        record["interaction_id"] = f"int_{uuid.uuid4().hex}"
+        record["to_outbox"] = self.sync_to_crm
         for attempt, delay in enumerate(INTERACTION_WRITE_BACKOFF_S, start=1):
             try:
-                if self.sync_to_crm:  # the outbox row commits with the interaction, or neither
-                    interaction_id = await self.crm.record_interaction_with_outbox(**record)
-                else:
-                    interaction_id = await self.crm.record_interaction(**record)
+                interaction_id = await self.crm.record_interaction(**record)
                 break
             except Exception as exc:
                 log.warning("writing the interaction of call %s failed (attempt %d): %s", contact.call_id, attempt, exc)
