@@ -128,17 +128,6 @@ class RtpEndpoint:
         self._transports = []
 
 
-def bridge(a: RtpEndpoint, b: RtpEndpoint) -> None:
-    """Relay RTP both ways between two legs (same codec on both: no transcoding)."""
-    a.on_packet(b.send)
-    b.on_packet(a.send)
-
-
-def unbridge(a: RtpEndpoint, b: RtpEndpoint) -> None:
-    a.on_packet(None)
-    b.on_packet(None)
-
-
 def _bind_udp(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     try:

@@ -245,10 +245,6 @@ class SipEndpoint:
         return len(self._timers)
 
 
-# The voice service still names the endpoint by its UDP-only past.
-SipUdpEndpoint = SipEndpoint
-
-
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self._endpoint = endpoint
