@@ -37,6 +37,11 @@ ACCOUNT_STATUSES = ("active", "dormant", "closed")
 CHANNELS = ("voice", "chat", "email")
 DIRECTIONS = ("inbound", "outbound")
 OUTCOMES = ("completed", "abandoned", "missed", "failed")
+EMAIL_KINDS = ("personal", "work")
+LEAD_SOURCES = ("web_form", "inbound_call", "chat", "referral", "campaign", "partner", "import")
+LEAD_STATUSES = ("new", "contacted", "qualified", "converted", "lost")
+TASK_KINDS = ("callback", "follow_up", "document_request", "kyc_review")
+TASK_STATUSES = ("open", "done", "cancelled")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -80,6 +85,8 @@ class Customer(Base):
     country: Mapped[str] = mapped_column(sa.String(2))
     tier: Mapped[str] = mapped_column(sa.String(16))
     account_manager: Mapped[str | None] = mapped_column(sa.String(64))
+    # The primary address, kept here for the card; every address, this one included,
+    # is also a row of customer_emails, which is what lookup by email searches.
     email: Mapped[str | None] = mapped_column(sa.String(254))
     marketing_consent: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -88,6 +95,24 @@ class Customer(Base):
     phones: Mapped[list[CustomerPhone]] = relationship(back_populates="customer", order_by="CustomerPhone.id")
     kyc: Mapped[KycRecord | None] = relationship(back_populates="customer")
     accounts: Mapped[list[TradingAccount]] = relationship(back_populates="customer", order_by="TradingAccount.number")
+    emails: Mapped[list[CustomerEmail]] = relationship(back_populates="customer", order_by="CustomerEmail.id")
+
+
+class CustomerEmail(Base):
+    __tablename__ = "customer_emails"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("kind", EMAIL_KINDS), name="kind"),
+        sa.Index("ix_customer_emails_address", "address"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    # Stored lower-cased so that lookup is one index probe; not unique, like phones.
+    address: Mapped[str] = mapped_column(sa.String(254))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    is_primary: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+    customer: Mapped[Customer] = relationship(back_populates="emails")
 
 
 class CustomerPhone(Base):
@@ -173,22 +198,81 @@ class Interaction(Base):
     disposition: Mapped[str | None] = mapped_column(sa.String(64))
     notes: Mapped[str | None] = mapped_column(sa.Text)
     call_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    # The menu choices and digits the IVR collected, in order, e.g. ["lang:de", "menu:2"].
+    ivr_path: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    recording_id: Mapped[str | None] = mapped_column(sa.String(40))
+    # Where a transcript lives (a storage key or URL); the hub does not transcribe.
+    transcript_ref: Mapped[str | None] = mapped_column(sa.String(255))
+
+
+class Lead(Base):
+    """A prospect, or an existing customer's interest in something new."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("source", LEAD_SOURCES), name="source"),
+        sa.CheckConstraint(_one_of("status", LEAD_STATUSES), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    # Null for a prospect who is not a customer yet; set once converted or matched.
+    customer_id: Mapped[str | None] = mapped_column(sa.ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    phone_e164: Mapped[str | None] = mapped_column(sa.String(20), index=True)
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    source: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    owner: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    interest: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Task(Base):
+    """A follow-up someone owes a customer: a callback, a missing document, a review."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("kind", TASK_KINDS), name="kind"),
+        sa.CheckConstraint(_one_of("status", TASK_STATUSES), name="status"),
+        # The screen pop reads "this customer's open tasks, soonest first".
+        sa.Index("ix_tasks_customer_id_status_due_at", "customer_id", "status", "due_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
+    interaction_id: Mapped[str | None] = mapped_column(sa.String(40))
+    kind: Mapped[str] = mapped_column(sa.String(24))
+    title: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    owner: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 __all__ = [
     "ACCOUNT_STATUSES",
     "CHANNELS",
     "Customer",
+    "CustomerEmail",
     "CustomerPhone",
+    "EMAIL_KINDS",
     "DIRECTIONS",
     "EDD_REASONS",
     "Interaction",
     "KYC_STATUSES",
     "KycRecord",
+    "LEAD_SOURCES",
+    "LEAD_STATUSES",
+    "Lead",
     "OUTCOMES",
     "PHONE_KINDS",
     "PLATFORMS",
     "RISK_RATINGS",
+    "TASK_KINDS",
+    "TASK_STATUSES",
+    "Task",
     "TIERS",
     "TradingAccount",
     "UtcDateTime",
