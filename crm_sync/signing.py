@@ -2,7 +2,7 @@
 
 Owns the header format `X-CTIHub-Signature: t=<unix seconds>,v1=<hex>` where
 `hex = hmac_sha256(secret, f"{t}." + body)`, the checks against it (signature,
-freshness), and `ReplayGuard`, the memory of what was already seen in the window.
+freshness). The memory of what was already seen lives in `seen_keys`.
 Pure: no clock (`now` comes in), no I/O, no logging. Must never compare MACs with
 `==` (timing leaks the right answer byte by byte), and never hint in its result
 which byte was wrong.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections import OrderedDict
 from dataclasses import dataclass
 
 HEADER = "X-CTIHub-Signature"
@@ -96,49 +95,4 @@ def verify(
     return Verdict.OK
 
 
-class ReplayGuard:
-    """Keys (signatures, event ids) seen within the last `window_s` seconds.
-
-    A signed request is only valid within the freshness tolerance, so remembering its
-    signature for that long is enough to refuse any replay of it. In memory: one hub
-    process. Several hubs behind a balancer need a shared store (Redis SET NX EX) with
-    the same three methods.
-    """
-
-    def __init__(self, window_s: float, *, max_entries: int = 200_000) -> None:
-        self.window_s = window_s
-        self.max_entries = max_entries
-        self._expiry: OrderedDict[str, float] = OrderedDict()
-
-    def _prune(self, now: float) -> None:
-        # Entries are appended in time order, so the expired ones are at the front.
-        while self._expiry:
-            key, expires = next(iter(self._expiry.items()))
-            if expires > now and len(self._expiry) <= self.max_entries:
-                break
-            del self._expiry[key]
-
-    def seen(self, key: str, now: float) -> bool:
-        self._prune(now)
-        return key in self._expiry
-
-    def add(self, key: str, now: float) -> None:
-        self._prune(now)
-        self._expiry[key] = now + self.window_s
-        self._expiry.move_to_end(key)
-
-    def first_seen(self, key: str, now: float) -> bool:
-        """Record `key`; True if it was not already there (check and set in one step)."""
-        if self.seen(key, now):
-            return False
-        self.add(key, now)
-        return True
-
-    def forget(self, key: str) -> None:
-        self._expiry.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-
-__all__ = ["HEADER", "ReplayGuard", "ParsedSignature", "Verdict", "compute", "parse", "sign", "verify"]
+__all__ = ["HEADER", "ParsedSignature", "Verdict", "compute", "parse", "sign", "verify"]

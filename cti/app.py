@@ -9,18 +9,20 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_sync.demo import seed_demo_crm
 from crm_sync.connector import RestConnector, load_mapping
 from crm_sync.delivery import DeliveryWorker
+from crm_sync.demo import seed_demo_crm
 from crm_sync.outbox import OutboxStore
+from crm_sync.seen_keys import RedisSeenKeys
 from crm_sync.store import CrmStore
-from crm_sync.webhooks import make_webhook_app
+from crm_sync.webhooks import EVENT_ID_WINDOW_S, WEBHOOK_TOLERANCE_S, make_webhook_app
 from cti.agents.sessions import SessionRegistry
 from cti.bus import EventBus, make_bus
 from cti.calls.leg import ALLOWED_METHODS
@@ -31,6 +33,7 @@ from cti.db import make_engine, make_sessionmaker, migrate
 from cti.directory.demo import DEMO_PASSWORD, DEMO_USERS, seed_demo_directory
 from cti.directory.store import Directory, DirectoryStore
 from cti.media.endpoint import MediaPorts
+from cti.media.ports import PortPairAllocator
 from cti.registrar import (
     Binding,
     BindingStore,
@@ -43,7 +46,6 @@ from cti.registrar import (
 )
 from cti.secrets import load_secret_key
 from cti.sip.digest import Algorithm, NonceIssuer
-from cti.media.ports import PortPairAllocator
 from cti.sip.transaction import TransactionLayer
 from cti.sip.transport import SipEndpoint
 from cti.web.server import close_websockets, make_app
@@ -79,6 +81,7 @@ class Hub:
     media: MediaPorts | None = None
     directory: Directory | None = None
     bindings: BindingStore | None = None
+    redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
     crm_worker: DeliveryWorker | None = None
     crm_connector: RestConnector | None = None
     http_runner: web.AppRunner | None = None
@@ -93,6 +96,8 @@ class Hub:
         self.engine = make_engine(settings.effective_database_url)
         await migrate(self.engine)
         self._database_ok = True
+        if settings.redis_url:
+            self.redis = aioredis.from_url(settings.redis_url)
         sessionmaker = make_sessionmaker(self.engine)
         directory_store = DirectoryStore(sessionmaker)
         crm = CrmStore(sessionmaker)
@@ -130,9 +135,20 @@ class Hub:
             self.crm_worker.start()
         webhooks = None
         if settings.crm_webhook_secret is not None:
+            shared = self.redis
             webhooks = make_webhook_app(
                 crm,
                 secret=settings.crm_webhook_secret.encode(),
+                # Several hubs may sit behind the CRM's webhook address: the replay
+                # memory must be theirs together, or a replay to the other one passes.
+                seen_signatures=(
+                    RedisSeenKeys(shared, namespace="signature", window_s=2 * WEBHOOK_TOLERANCE_S,
+                                  hold_s=2 * WEBHOOK_TOLERANCE_S)
+                    if shared is not None else None
+                ),
+                seen_event_ids=(
+                    RedisSeenKeys(shared, namespace="event", window_s=EVENT_ID_WINDOW_S) if shared is not None else None
+                ),
                 unknown_customer=settings.crm_unknown_customer,
                 default_region=settings.default_region,
             )
@@ -238,6 +254,8 @@ class Hub:
             await self.bus.close()
         if self.bindings is not None:
             await self.bindings.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.engine is not None:
             await self.engine.dispose()
 

@@ -221,3 +221,96 @@ def test_the_factory_refuses_weak_settings() -> None:
         make_webhook_app(store, secret=b"short")
     with pytest.raises(ValueError):
         make_webhook_app(store, secret=SECRET, unknown_customer="ignore")
+
+
+# --- several hubs behind one webhook address: the replay memory in Redis ---------------
+
+
+@pytest.fixture
+async def shared_keys(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
+    import redis.asyncio as aioredis
+
+    from crm_sync.seen_keys import RedisSeenKeys
+
+    client = aioredis.from_url(redis_url)
+    await client.flushdb()
+
+    def make(**hold: float) -> dict[str, Any]:
+        return {
+            "seen_signatures": RedisSeenKeys(client, namespace="signature", window_s=600, hold_s=600),
+            "seen_event_ids": RedisSeenKeys(client, namespace="event", window_s=86_400, **hold),
+        }
+
+    yield make
+    await client.flushdb()
+    await client.aclose()
+
+
+async def test_a_request_replayed_to_another_hub_is_refused(
+    hook_factory: HookFactory, shared_keys: Callable[..., Any]
+) -> None:
+    first, second = await hook_factory(**shared_keys()), await hook_factory(**shared_keys())
+    raw = json.dumps(_event("customer.created", customer=CUSTOMER)).encode()
+    header = sign(SECRET, int(NOW), raw)
+    assert (await first.post(None, raw=raw, header=header))[0] == 200
+    status, body = await second.post(None, raw=raw, header=header)
+    assert (status, body["error"]) == (401, "replayed")
+    # A fresh signature of the same event at the other hub: acknowledged, not applied twice.
+    status, body = await second.post(None, raw=raw, at=NOW + 1)
+    assert (status, body) == (200, {"status": "duplicate", "event_id": "evt_1"})
+
+
+async def test_one_event_sent_to_two_hubs_at_once_is_applied_once(
+    hook_factory: HookFactory, shared_keys: Callable[..., Any]
+) -> None:
+    import asyncio
+
+    first, second = await hook_factory(**shared_keys()), await hook_factory(**shared_keys())
+    await first.post(_event("customer.created", 1, customer=CUSTOMER))
+    kyc = {"status": "verified", "risk_rating": "low", "verified_at": "2025-02-01T00:00:00Z"}
+    event = _event("kyc.updated", 2, customer_id="cus_1", kyc=kyc)
+    raw = json.dumps(event).encode()
+    answers = await asyncio.gather(first.post(None, raw=raw), second.post(None, raw=raw, at=NOW + 1))
+    statuses = sorted(status for status, _ in answers)
+    # One applies it; the other is told it is a duplicate or still in progress (409, resend).
+    assert statuses[0] == 200 and statuses[1] in (200, 409)
+    assert [b.get("status") for s, b in answers if s == 200].count("duplicate") == (1 if statuses[1] == 200 else 0)
+    assert len(await first.store.kyc_history("cus_1")) == 1
+
+
+async def test_a_claim_left_by_a_dead_hub_expires_and_the_resend_is_applied(
+    hook_factory: HookFactory, shared_keys: Callable[..., Any]
+) -> None:
+    import asyncio
+
+    keys = shared_keys(hold_s=0.3)
+    # A hub that died after claiming evt_1 and before applying it.
+    assert await keys["seen_event_ids"].claim("evt_1", NOW) is None
+    hook = await hook_factory(**keys)
+    status, body = await hook.post(_event("customer.created", 1, customer=CUSTOMER))
+    assert (status, body["error"]) == (409, "in_progress")
+    await asyncio.sleep(0.5)
+    status, body = await hook.post(_event("customer.created", 1, customer=CUSTOMER), at=NOW + 1)
+    assert (status, body["status"]) == (200, "applied")
+    assert await hook.store.get_profile("cus_1") is not None
+
+
+async def test_without_redis_webhooks_answer_503_and_nothing_is_applied(hook_factory: HookFactory) -> None:
+    import socket
+
+    import redis.asyncio as aioredis
+
+    from crm_sync.seen_keys import RedisSeenKeys
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    hook = await hook_factory(
+        seen_signatures=RedisSeenKeys(client, namespace="signature", window_s=600),
+        seen_event_ids=RedisSeenKeys(client, namespace="event", window_s=600),
+    )
+    status, body = await hook.post(_event("customer.created", 1, customer=CUSTOMER))
+    await client.aclose()
+    assert (status, body["error"]) == (503, "replay_store_unavailable")
+    assert await hook.store.get_profile("cus_1") is None

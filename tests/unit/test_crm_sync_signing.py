@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crm_sync import signing
-from crm_sync.signing import ReplayGuard, Verdict, sign, verify
+from crm_sync.seen_keys import DONE, PENDING, MemorySeenKeys
+from crm_sync.signing import Verdict, sign, verify
 
 SECRET = b"s3cret-s3cret-s3cret"
 BODY = b'{"id":"evt_1","type":"kyc.updated"}'
@@ -78,19 +79,30 @@ def test_sign_then_verify_round_trips(body: bytes, t: int, secret: bytes) -> Non
     assert parsed is not None and parsed.timestamp == t
 
 
-def test_replay_guard_remembers_within_the_window_only() -> None:
-    guard = ReplayGuard(window_s=600)
-    assert guard.first_seen("sig-a", now=1000) is True
-    assert guard.first_seen("sig-a", now=1599) is False
-    assert guard.first_seen("sig-b", now=1500) is True
-    assert guard.first_seen("sig-a", now=1601) is True  # expired, then remembered anew
-    assert len(guard) == 2
-    guard.forget("sig-b")
-    assert guard.seen("sig-b", now=1602) is False
+async def test_seen_keys_remember_within_the_window_only() -> None:
+    keys = MemorySeenKeys(window_s=600, hold_s=600)
+    assert await keys.claim("sig-a", now=1000) is None
+    assert await keys.claim("sig-a", now=1599) == PENDING
+    assert await keys.claim("sig-b", now=1500) is None
+    assert await keys.claim("sig-a", now=1601) is None  # expired, then remembered anew
+    assert len(keys) == 2
+    await keys.forget("sig-b")
+    assert await keys.claim("sig-b", now=1602) is None
 
 
-def test_replay_guard_is_bounded() -> None:
-    guard = ReplayGuard(window_s=600, max_entries=3)
+async def test_a_claim_holds_briefly_and_a_confirmation_for_the_window() -> None:
+    keys = MemorySeenKeys(window_s=86_400, hold_s=60)
+    assert await keys.claim("evt", now=0) is None
+    assert await keys.claim("evt", now=30) == PENDING
+    assert await keys.claim("evt", now=61) is None  # the claimer died: taken again
+    await keys.confirm("evt", now=62)
+    assert await keys.claim("evt", now=80_000) == DONE
+    assert await keys.claim("evt", now=86_463) is None
+
+
+async def test_seen_keys_are_bounded() -> None:
+    keys = MemorySeenKeys(window_s=600, max_entries=3)
     for n in range(10):
-        guard.add(f"k{n}", now=1000 + n)
-    assert len(guard) <= 4
+        await keys.claim(f"k{n}", now=1000 + n)
+    assert len(keys) <= 3
+    assert await keys.claim("k9", now=1010) == PENDING  # the newest survive
