@@ -7,6 +7,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -50,6 +52,11 @@ from cti.sip.transaction import TransactionLayer
 from cti.sip.transport import SipEndpoint
 from cti.web.server import close_websockets, make_app
 from ivr.flows import FlowTable
+from recordings.policy import RecordingPolicy
+from recordings.policy_store import PolicyStore, seed_demo_policies
+from recordings.service import RecordingService
+from recordings.storage import FileStorage
+from recordings.store import RecordingStore
 from routing import AgentProfile, AgentState, QueueConfig, Router
 
 log = logging.getLogger("cti")
@@ -60,6 +67,20 @@ NONCE_LIFETIME_S = 300.0
 
 def make_binding_store(redis_url: str | None) -> BindingStore:
     return RedisBindingStore(redis_url) if redis_url else InMemoryBindingStore()
+
+
+@dataclass
+class _LateTaps:
+    """The voice service's media taps, for the recorders built before it."""
+
+    hub: "Hub"
+
+    def add_tap(self, call_id: str, tap: Callable[[str, bytes], None]) -> bool:
+        return self.hub.voice is not None and self.hub.voice.add_tap(call_id, tap)
+
+    def remove_tap(self, call_id: str, tap: Callable[[str, bytes], None]) -> None:
+        if self.hub.voice is not None:
+            self.hub.voice.remove_tap(call_id, tap)
 
 
 def phone_aor(agent_id: str, realm: str) -> str:
@@ -83,6 +104,7 @@ class Hub:
     bindings: BindingStore | None = None
     redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
     crm_worker: DeliveryWorker | None = None
+    recordings: RecordingService | None = None
     crm_connector: RestConnector | None = None
     http_runner: web.AppRunner | None = None
     http_address: tuple[str, int] | None = None
@@ -104,6 +126,7 @@ class Hub:
         if settings.demo:
             await seed_demo_directory(directory_store, sip_realm=settings.sip_realm)
             await seed_demo_crm(sessionmaker)
+            await seed_demo_policies(PolicyStore(sessionmaker))
         self.directory = directory = await directory_store.load()
 
         self.bus = make_bus(settings.redis_url)
@@ -170,9 +193,17 @@ class Hub:
             self.bindings,
             lambda username: directory_store.sip_credentials(username, realm=settings.sip_realm),
         )
+        self.recordings = recordings = RecordingService(
+            store=RecordingStore(sessionmaker, FileStorage(settings.effective_recordings_dir)),
+            taps=_LateTaps(self),
+            policies=await PolicyStore(sessionmaker).all(),
+            default_policy=RecordingPolicy.parse(settings.recording_default),
+            publish=center.publish,
+        )
+        center.recordings = recordings
         self.voice = VoiceService(
             endpoint=None,
-            flows=FlowTable(directory.numbers),
+            flows=FlowTable(directory.numbers, announcing_queues=recordings.announcing_queues(list(directory.queues))),
             media=self.media,
             sink=center,
             advertised_host=settings.advertised_address,
@@ -181,6 +212,8 @@ class Hub:
             phones=self._phones_of,
             rtp_timeout_s=self.rtp_timeout_s if self.rtp_timeout_s is not None else settings.rtp_timeout_s,
         )
+        if settings.recording_notice:
+            self.voice.notice_sound = Path(settings.recording_notice)
         self.sip = SipEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
         self.voice.endpoint = self.sip
         center.attach_voice(self.voice)
@@ -241,6 +274,8 @@ class Hub:
             await self.http_runner.cleanup()
         if self.center is not None:
             await self.center.drain()
+        if self.recordings is not None:
+            await self.recordings.drain()
         if self.crm_worker is not None:
             await self.crm_worker.stop()
         if self.crm_connector is not None:

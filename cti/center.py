@@ -27,6 +27,7 @@ from cti.agents.sessions import SessionRegistry
 from cti.calls.agent_leg import AgentLegEnd
 from cti.registrar.bindings import Binding
 from cti.bus import EventBus
+from recordings.service import RecordingRefused
 from routing import (
     AgentState,
     AnnounceAgentState,
@@ -72,8 +73,23 @@ class Contact:
     agent_id: str | None = None  # accepted by
     offered_to: str | None = None
     matched_skills: tuple[str, ...] = ()
+    # Fixed when the contact starts, so the recording made during the call and the
+    # interaction written at its end name each other without a second write.
+    interaction_id: str = field(default_factory=lambda: f"int_{uuid.uuid4().hex}")
     phone_ringing: bool = False  # the offered agent's phone is being rung by the hub
     ended: bool = False
+
+
+class RecordingControl(Protocol):
+    """The recorders (recordings.service.RecordingService), as the center drives them."""
+
+    def call_bridged(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None) -> str | None: ...
+    def segment_ended(self, call_id: str) -> None: ...
+    def start(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None, by: str) -> str: ...
+    def stop_on_request(self, call_id: str) -> None: ...
+    def pause(self, call_id: str) -> bool: ...
+    def resume(self, call_id: str) -> bool: ...
+    def status(self, call_id: str, queue: str) -> dict[str, Any]: ...
 
 
 class CenterError(Exception):
@@ -97,6 +113,7 @@ class ContactCenter:
     sync_to_crm: bool = False  # interactions also go to the external CRM's outbox
     clock: Callable[[], float] = field(default_factory=lambda: asyncio.get_running_loop().time)
     _voice: VoiceControl | None = None
+    recordings: RecordingControl | None = None
     _contacts: dict[str, Contact] = field(default_factory=dict)
     _by_call: dict[str, str] = field(default_factory=dict)
     _offer_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -162,6 +179,8 @@ class ContactCenter:
             except RoutingError as err:  # routing already let go of it; the call record still counts
                 log.warning("routing did not know finished contact %s: %s", contact.contact_id, err)
             self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
+            if self.recordings is not None:
+                self.recordings.segment_ended(call_id)
         else:
             outcome = "abandoned" if ended_by == "caller" else "failed"
             if contact.queued_at is not None:
@@ -282,12 +301,15 @@ class ContactCenter:
         except RoutingError as err:
             log.warning("transfer of %s: routing did not know the contact: %s", contact.contact_id, err)
         self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
+        if self.recordings is not None:
+            self.recordings.segment_ended(call_id)  # the next agent's part is a recording of its own
         self._publish(ev.CallTransferred(occurred_at=_utc_now(), call_id=call_id, agent_id=agent, to_queue=to_queue, to_number=to_number))
         segment = dataclasses.replace(contact)  # the agent's part, as it stood
         self._spawn(self._record_interaction(segment, outcome="completed", ended_at=_utc_now(), disposition=f"transferred to {to_queue}"))
         # The same caller, a new contact in the new queue.
         del self._contacts[contact.contact_id]
         contact.contact_id = "ct_" + uuid.uuid4().hex[:16]
+        contact.interaction_id = f"int_{uuid.uuid4().hex}"
         contact.queue = to_queue
         contact.agent_id = None
         contact.offered_to = None
@@ -310,12 +332,42 @@ class ContactCenter:
             ev.ContactAssigned(occurred_at=contact.answered_at, contact_id=contact.contact_id, queue=contact.queue, agent_id=username)
         )
         self._publish(ev.CallAnswered(occurred_at=contact.answered_at, call_id=contact.call_id, agent_id=username))
+        if self.recordings is not None:
+            self.recordings.call_bridged(
+                contact.call_id, queue=contact.queue, agent_id=username, interaction_id=contact.interaction_id
+            )
 
     def _rejected(self, username: str, contact: Contact) -> None:
         self._cancel_offer_timer(contact.contact_id)
         contact.offered_to = None
         contact.phone_ringing = False
         self._route(lambda now: self.router.offer_rejected(contact.contact_id, username, now))
+
+    def recording(self, username: str, contact_id: str, action: str) -> dict[str, Any]:
+        """The agent starts, stops, pauses or resumes the recording of their call (PCI
+        pause before a card number; start on an on-demand queue). Returns the status."""
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.agent_id != username or contact.ended:
+            raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
+        if self.recordings is None:
+            raise CenterError("no_recorder", "recording is not available on this hub")
+        try:
+            if action == "start":
+                self.recordings.start(
+                    contact.call_id, queue=contact.queue, agent_id=username,
+                    interaction_id=contact.interaction_id, by=username,
+                )
+            elif action == "stop":
+                self.recordings.stop_on_request(contact.call_id)
+            elif action == "pause":
+                self.recordings.pause(contact.call_id)
+            elif action == "resume":
+                self.recordings.resume(contact.call_id)
+            else:
+                raise CenterError("bad_action", f"unknown recording action {action!r}: start, stop, pause or resume")
+        except RecordingRefused as refused:
+            raise CenterError(refused.code, refused.detail) from None
+        return self.recordings.status(contact.call_id, contact.queue)
 
     def hang_up(self, username: str, contact_id: str) -> None:
         contact = self._contacts.get(contact_id)
@@ -460,7 +512,7 @@ class ContactCenter:
         # backoff. The id is fixed first, so a retry after a commit whose answer was lost
         # finds the row instead of writing it twice. With a CRM configured, the outbox
         # message commits together with the interaction, or neither does.
-        record["interaction_id"] = f"int_{uuid.uuid4().hex}"
+        record["interaction_id"] = contact.interaction_id
         record["to_outbox"] = self.sync_to_crm
         for attempt, delay in enumerate(INTERACTION_WRITE_BACKOFF_S, start=1):
             try:
@@ -484,6 +536,10 @@ class ContactCenter:
         )
 
     # --- the one exit for outbound facts ---------------------------------------------
+
+    def publish(self, event: ev.Event) -> None:
+        """For services beside the center (the recorders): their facts leave the same way."""
+        self._publish(event)
 
     def _publish(self, event: ev.Event) -> None:
         self._spawn(self.bus.publish(event))

@@ -53,12 +53,21 @@ class Settings:
     crm_mapping: str | None = None  # None: crm_sync/mappings/generic.yaml
     crm_webhook_secret: str | None = None  # set: POST /webhooks/crm accepts signed changes
     crm_unknown_customer: str = "create"
+    # Recordings: where files go (empty: <data dir>/recordings), the policy of queues
+    # that have none of their own, and the notice played before a recorded queue.
+    recordings_dir: str = ""
+    recording_default: str = "always"
+    recording_notice: str | None = None  # None: the shipped cti/media/sounds/recording_notice.wav
     demo: bool = False
     log_level: str = "INFO"
 
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'ctihub.db'}"
+
+    @property
+    def effective_recordings_dir(self) -> Path:
+        return Path(self.recordings_dir) if self.recordings_dir else self.data_dir / "recordings"
 
     @property
     def advertised_address(self) -> str:
@@ -88,6 +97,9 @@ _SETTINGS = {
     "crm_mapping": ("--crm-mapping", "CTIHUB_CRM_MAPPING"),
     "crm_webhook_secret": ("--crm-webhook-secret", "CTIHUB_CRM_WEBHOOK_SECRET"),
     "crm_unknown_customer": ("--crm-unknown-customer", "CTIHUB_CRM_UNKNOWN_CUSTOMER"),
+    "recordings_dir": ("--recordings-dir", "CTIHUB_RECORDINGS_DIR"),
+    "recording_default": ("--recording-default", "CTIHUB_RECORDING_DEFAULT"),
+    "recording_notice": ("--recording-notice", "CTIHUB_RECORDING_NOTICE"),
     "demo": ("--demo", "CTIHUB_DEMO"),
     "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
 }
@@ -138,6 +150,11 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         crm_mapping=_existing_file("crm_mapping", text("crm_mapping", "")) or None,
         crm_webhook_secret=_webhook_secret(text("crm_webhook_secret", "")) or None,
         crm_unknown_customer=_choice("crm_unknown_customer", text("crm_unknown_customer", "create"), ("create", "reject")),
+        recordings_dir=text("recordings_dir", ""),
+        recording_default=_choice(
+            "recording_default", text("recording_default", "always").replace("-", "_"), ("always", "never", "on_demand")
+        ),
+        recording_notice=_existing_file("recording_notice", text("recording_notice", "")) or None,
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )

@@ -259,3 +259,47 @@ class InteractionRecorded(Event):
     channel: str
     outcome: str
     agent_id: str | None = None
+
+
+# --- recordings ------------------------------------------------------------------------
+
+
+@event
+class RecordingStarted(Event):
+    """The hub started recording a bridged call (by the queue's policy, or the agent asked)."""
+
+    call_id: str
+    recording_id: str
+    queue: str
+    agent_id: str | None = None
+    started_by: str = "policy"  # "policy", or the username who asked
+
+
+@event
+class RecordingPaused(Event):
+    """Recording paused (PCI: a card number is being read out); the file gets silence."""
+
+    call_id: str
+    recording_id: str
+    agent_id: str | None = None
+
+
+@event
+class RecordingResumed(Event):
+    """Recording resumed after a pause."""
+
+    call_id: str
+    recording_id: str
+    agent_id: str | None = None
+
+
+@event
+class RecordingStored(Event):
+    """The recording is closed, hashed and linked into the chain."""
+
+    call_id: str
+    recording_id: str
+    interaction_id: str | None
+    duration_ms: int
+    sha256: str
+    agent_id: str | None = None

@@ -8,7 +8,7 @@ Must never: do I/O or know how a call is carried.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 
@@ -16,11 +16,17 @@ from dataclasses import dataclass
 class Flow:
     dialled: str
     queue: str
+    announce: bool = False  # "this call may be recorded" before the caller is queued
 
 
 class FlowTable:
-    def __init__(self, numbers: Mapping[str, str]) -> None:
-        self._flows = {number: Flow(dialled=number, queue=queue) for number, queue in numbers.items()}
+    def __init__(self, numbers: Mapping[str, str], *, announcing_queues: Collection[str] = ()) -> None:
+        """`numbers`: dialled number -> queue; callers to `announcing_queues` (the ones
+        that record) hear the recording notice first."""
+        self._flows = {
+            number: Flow(dialled=number, queue=queue, announce=queue in announcing_queues)
+            for number, queue in numbers.items()
+        }
 
     def for_number(self, dialled: str) -> Flow | None:
         """The flow of a dialled number; None when the hub does not serve it (404)."""

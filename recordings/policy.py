@@ -37,6 +37,9 @@ class RecordingPolicy:
 
     mode: RecordingMode = RecordingMode.ALWAYS
     retention_years: int = DEFAULT_RETENTION_YEARS
+    # The "this call may be recorded" notice before an agent is rung. Only where the
+    # call may be recorded: announcing a recording that cannot happen misleads callers.
+    announce: bool = True
 
     def __post_init__(self) -> None:
         if not MIN_RETENTION_YEARS <= self.retention_years <= MAX_RETENTION_YEARS:
@@ -46,13 +49,17 @@ class RecordingPolicy:
             )
 
     @classmethod
-    def parse(cls, mode: str, retention_years: int = DEFAULT_RETENTION_YEARS) -> RecordingPolicy:
+    def parse(cls, mode: str, retention_years: int = DEFAULT_RETENTION_YEARS, announce: bool = True) -> RecordingPolicy:
         """From configuration text ("always", "never", "on_demand"/"on-demand")."""
         try:
             parsed = RecordingMode(mode.strip().lower().replace("-", "_"))
         except ValueError:
             raise PolicyError(f"recording mode {mode!r} is not one of always, never, on_demand") from None
-        return cls(mode=parsed, retention_years=retention_years)
+        return cls(mode=parsed, retention_years=retention_years, announce=announce)
+
+    @property
+    def announces(self) -> bool:
+        return self.announce and self.mode is not RecordingMode.NEVER
 
     @property
     def starts_when_bridged(self) -> bool:

@@ -4,6 +4,7 @@ Owns the ORM mapping of revision 0005_recordings. Rows of `recordings` are never
 deleted: a purge deletes the file and turns the row into a tombstone (`deleted_at`),
 which keeps the hash chain verifiable. `recording_events` (holds, retention changes,
 purges) and `recording_access` (plays, downloads) are append-only.
+`recording_policies` (revision 0009) holds each queue's policy.
 Must never: change the schema outside an Alembic revision.
 """
 
@@ -19,6 +20,7 @@ from crm_sync.schema import UtcDateTime
 from cti.db import Base
 
 ACCESS_ACTIONS = ("play", "download")
+RECORDING_MODES = ("always", "never", "on_demand")
 EVENT_ACTIONS = ("legal_hold_set", "legal_hold_cleared", "retention_extended", "purged", "interaction_linked")
 
 
@@ -91,3 +93,19 @@ class RecordingAccess(Base):
     action: Mapped[str] = mapped_column(sa.String(16))
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     client: Mapped[str | None] = mapped_column(sa.String(255))  # e.g. the remote address
+
+
+class QueueRecordingPolicy(Base):
+    """How a queue's calls are recorded; a queue without a row gets the hub's default."""
+
+    __tablename__ = "recording_policies"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("mode", RECORDING_MODES), name="mode"),
+        sa.CheckConstraint("retention_years BETWEEN 1 AND 7", name="retention_years"),
+    )
+
+    queue: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(sa.String(16))
+    retention_years: Mapped[int] = mapped_column(sa.Integer)
+    # Play "this call may be recorded" to the caller before an agent is rung.
+    announce: Mapped[bool] = mapped_column(sa.Boolean)

@@ -25,7 +25,7 @@ from cti.media.dtmf import DtmfError, DtmfReceiver, parse_sip_info_dtmf
 from cti.media.endpoint import MediaPorts, RtpEndpoint
 from cti.media.player import Player
 from cti.media.rtp import RtpError, parse_rtp
-from cti.media.sounds import HOLD_WAV
+from cti.media.sounds import HOLD_WAV, RECORDING_NOTICE_WAV
 from cti.media.ports import PortsExhausted
 from cti.registrar.bindings import Binding
 from cti.registrar.service import RegistrarService
@@ -89,6 +89,10 @@ class Call:
     bridged: bool = False  # media relayed between the legs (not while ringing or held)
     held: bool = False  # the agent put the caller on hold
     music: Player | None = None
+    announce: bool = False  # the queue records: the caller hears the notice before routing
+    notice: Player | None = None  # the recording notice, while it plays
+    notice_due: bool = False  # answered without an offer: the notice waits for the caller's SDP
+    ring_after_notice: tuple[str, list[Binding], str] | None = None  # (agent, phones, caller name)
     dtmf: DtmfReceiver = field(default_factory=DtmfReceiver)
     answered_at: float | None = None  # loop time; the RTP watchdog counts from here
     caller_sdp_session: int = 1
@@ -108,6 +112,7 @@ class VoiceService:
     registrar: RegistrarService | None = None
     phones: PhoneLookup | None = None
     hold_sound: Path = HOLD_WAV
+    notice_sound: Path = RECORDING_NOTICE_WAV
     rtp_timeout_s: float = 0.0  # 0: off; otherwise a leg silent this long is hung up
     _calls: dict[str, Call] = field(default_factory=dict)
     # Every agent leg still alive, by its own Call-ID, with the caller's Call-ID. A leg
@@ -174,7 +179,10 @@ class VoiceService:
         call.telephone_event_pt = next(
             (pt for pt, name in audio.rtpmap.items() if name.lower().startswith("telephone-event/")), None
         )
-        self._music(call, on=not call.bridged)
+        if call.notice_due:
+            self._play_notice(call)
+        else:
+            self._music(call, on=not call.bridged)
 
     def on_response(self, delivered: DeliverResponse) -> None:
         transaction = delivered.transaction
@@ -259,7 +267,10 @@ class VoiceService:
             local_tag=new_tag(),
             local_contact=f"sip:{dialled}@{self.advertised_host}:{self.advertised_port}",
         )
-        call = Call(leg=leg, media=media, sdp=sdp, codec=codec, telephone_event_pt=dtmf_pt, caller_sdp_session=session_id)
+        call = Call(
+            leg=leg, media=media, sdp=sdp, codec=codec, telephone_event_pt=dtmf_pt, caller_sdp_session=session_id,
+            announce=flow.announce,
+        )
         self._calls[leg.call_id] = call
         media.on_packet(lambda data: self._caller_packet(call, data))
         caller = request.from_.uri.user or str(request.from_.uri)
@@ -274,9 +285,45 @@ class VoiceService:
         call.answer_timer = None
         self._send(call.leg.invite_transaction, call.leg.answer(call.sdp))
         call.answered_at = asyncio.get_running_loop().time()
-        # Answered even with no agent free: the caller waits in the queue, with music.
-        self._music(call, on=True)
+        if call.announce:
+            # The caller must hear that the call may be recorded before an agent's leg
+            # exists. Routing (and the screen pop) start now all the same; only the
+            # ringing of the agent's phone waits for the notice's end.
+            self._play_notice(call)
+        else:
+            # Answered even with no agent free: the caller waits in the queue, with music.
+            self._music(call, on=True)
         self.sink.call_answered_by_hub(call_id)
+
+    def _play_notice(self, call: Call) -> None:
+        if call.media is None or call.codec is None:
+            call.notice_due = True  # late offer: the codec comes with the caller's ACK
+            return
+        call.notice_due = False
+        call_id = call.leg.call_id
+        try:
+            call.notice = Player(
+                call.media, self.notice_sound, call.codec.payload_type, loop=False,
+                on_finished=lambda: self._notice_done(call_id),
+            )
+        except (OSError, ValueError) as err:
+            # A missing or unreadable notice must not keep the caller from an agent.
+            log.error("recording notice %s cannot be played: %s", self.notice_sound, err)
+            self._notice_done(call_id)
+            return
+        call.notice.start()
+
+    def _notice_done(self, call_id: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.leg.state != LegState.ANSWERED:
+            return
+        call.notice = None
+        self._music(call, on=not call.bridged)
+        if call.ring_after_notice is not None:
+            agent_id, bindings, caller_name = call.ring_after_notice
+            call.ring_after_notice = None
+            if not self.ring_agent(call_id, agent_id, bindings, caller_name=caller_name):
+                self.sink.agent_phone_failed(call_id, AgentLegEnd.FAILED)
 
     def _reinvite(self, delivered: DeliverRequest) -> None:
         """Hold/resume and session refresh from either side: answer with our current
@@ -368,6 +415,9 @@ class VoiceService:
         call = self._calls.get(call_id)
         if not bindings or call is None or call.agent is not None or call.leg.state == LegState.ENDED:
             return False
+        if call.notice is not None or call.notice_due:
+            call.ring_after_notice = (agent_id, list(bindings), caller_name)
+            return True
         # The newest registration is the device the agent used last. Forking to every
         # device in parallel comes with several devices per agent in the desktop.
         binding = max(bindings, key=lambda b: b.registered_at)
@@ -406,6 +456,8 @@ class VoiceService:
         """Give up on the agent's phone before it answered (ring timeout, reject, logout).
         The call is free at once for the next agent; the old leg winds down on its own."""
         call = self._calls.get(call_id)
+        if call is not None:
+            call.ring_after_notice = None
         if call is None or call.agent is None:
             return
         if call.agent.state in (AgentLegState.CALLING, AgentLegState.RINGING):
@@ -662,6 +714,9 @@ class VoiceService:
             call.answer_timer = None
         if call.music is not None:
             call.music.stop()
+        if call.notice is not None:
+            call.notice.stop()
+            call.notice = None
         if call.media is not None:
             self.media.close(call.media)
             call.media = None
@@ -734,6 +789,8 @@ class VoiceService:
             return
         if call.media is None or call.codec is None or call.leg.state != LegState.ANSWERED:
             return
+        if call.notice is not None or call.notice_due:
+            return  # the notice has the line; music follows it
         if call.music is None:
             try:
                 call.music = Player(call.media, self.hold_sound, call.codec.payload_type)

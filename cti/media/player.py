@@ -13,6 +13,7 @@ import functools
 import itertools
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cti.media.endpoint import RtpEndpoint
@@ -31,8 +32,19 @@ def encoded_frames(sound: Path, payload_type: int) -> tuple[bytes, ...]:
 
 
 class Player:
-    def __init__(self, endpoint: RtpEndpoint, sound: Path, payload_type: int, *, loop: bool = True) -> None:
+    def __init__(
+        self,
+        endpoint: RtpEndpoint,
+        sound: Path,
+        payload_type: int,
+        *,
+        loop: bool = True,
+        on_finished: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_finished` runs when a sound played once has played to its end (not when
+        it is stopped): what was waiting for a prompt goes on from there."""
         self._endpoint = endpoint
+        self._on_finished = on_finished
         frames = encoded_frames(sound, payload_type)
         self._frames = itertools.cycle(frames) if loop else iter(frames)
         self._packetizer = RtpPacketizer(
@@ -70,3 +82,6 @@ class Player:
                 deadline = loop.time()  # far behind (a stalled loop): resync instead of bursting
                 delay = 0.0
             await asyncio.sleep(max(delay, 0.0))
+        self._task = None
+        if self._on_finished is not None:
+            self._on_finished()

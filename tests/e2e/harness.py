@@ -36,6 +36,23 @@ def free_sip_port() -> int:
     raise RuntimeError("no port free on both UDP and TCP")
 
 
+def write_tone(path: Path, seconds: float, *, hz: float = 440.0) -> Path:
+    """A mono 8 kHz 16-bit tone: a stand-in recording notice whose length a test knows."""
+    import math
+    import struct
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = round(8000 * seconds)
+    samples = (round(8000 * math.sin(2 * math.pi * hz * n / 8000)) for n in range(frames))
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"".join(struct.pack("<h", s) for s in samples))
+    return path
+
+
 @asynccontextmanager
 async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_url: str | None = None, **options: Any) -> AsyncIterator[Hub]:
     rtp_low = 30000 + 2 * (os.getpid() % 4000)
@@ -52,6 +69,10 @@ async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_
         "sip_digest_algorithms": options.pop("sip_digest_algorithms", None),
         "crm_url": options.pop("crm_url", None),
         "crm_webhook_secret": options.pop("crm_webhook_secret", None),
+        # The demo's sales and KYC queues record and announce it; a short notice keeps
+        # every test's call flow real (notice, then routing) without 5 s of speech.
+        "recording_notice": options.pop("recording_notice", None) or str(write_tone(tmp_path / "notice.wav", 0.3)),
+        "recording_default": options.pop("recording_default", None),
     }
     settings = load_settings(flags, environ=options.pop("environ", {}))
     hub = Hub(settings, answer_delay_s=options.pop("answer_delay_s", 0.2), **options)

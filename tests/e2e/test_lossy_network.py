@@ -47,9 +47,12 @@ async def test_every_call_completes_with_5_percent_signalling_loss(sipp_path: st
                 "-i", "127.0.0.1", "-p", str(phone_port), "-m", str(CALLS), "-nostdin", "-timeout", "120s", "-timeout_error",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=str(tmp_path),
             )
+            # The caller stays long enough for the recording notice, the ringing and any
+            # retransmission to be over: a caller who hangs up while the phone still rings
+            # gets it a CANCEL, which this phone scenario does not expect.
             caller_scenario = tmp_path / "lossy_caller.xml"
             caller_scenario.write_text(
-                (SIPP_DIR / "uac_hangup.xml").read_text().replace("CALLER", "+4930901820").replace("HOLD_MS", "800")
+                (SIPP_DIR / "uac_hangup.xml").read_text().replace("CALLER", "+4930901820").replace("HOLD_MS", "1500")
             )
             # One call at a time: the single agent takes each in turn.
             caller = await asyncio.create_subprocess_exec(

@@ -1,75 +1,122 @@
-"""A real call through the hub recorded from its media tap: sipp plays G.711 A-law
-speech as the caller, a sipp phone echoes it back as the agent. The file has the
-caller on the left and the echo on the right, a PCI pause is silent, and the stored
-recording verifies."""
+"""Real calls through the hub, recorded by the hub itself as each queue's policy says.
+
+sipp plays G.711 A-law speech as the caller; a sipp phone answers as the agent and
+echoes it back. Sales (1000) records every call and announces it; support (2000)
+records only when the agent asks. The files have the caller on the left and the echo
+on the right, a PCI pause is silent, and the stored recording is linked to the call's
+interaction and verifies.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import wave
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from cti.db import make_sessionmaker
-from recordings.recorder import CallRecorder
-from recordings.storage import FileStorage, new_recording_id
+from recordings.storage import FileStorage
 from recordings.store import RecordingStore
-from tests.e2e.harness import agent, running_hub, start_sipp
+from tests.e2e.harness import agent, running_hub, start_sipp, write_tone
 from tests.e2e.phones import G711A_PCAP, register_phone, start_phone
 from tests.unit.test_recordings_assembler import channels, rms
 
 pytestmark = pytest.mark.sipp
 
 LENA = "+4930901820"
+NOTICE_S = 1.0
 
 
-async def test_a_bridged_call_is_recorded_paused_and_verified(sipp_path: str, tmp_path: Path) -> None:
+def _store(hub: object) -> RecordingStore:
+    engine = hub.engine  # type: ignore[attr-defined]
+    settings = hub.settings  # type: ignore[attr-defined]
+    return RecordingStore(make_sessionmaker(engine), FileStorage(settings.effective_recordings_dir))
+
+
+async def test_a_sales_call_is_announced_recorded_paused_and_linked(sipp_path: str, tmp_path: Path) -> None:
     if not G711A_PCAP.exists():
         pytest.fail(f"{G711A_PCAP} (from sip-tester) is needed for the recording test")
-    storage = FileStorage(tmp_path / "recordings")
-    recording_id = new_recording_id()
-    async with running_hub(tmp_path, sip_digest_algorithms="MD5") as hub, agent(hub, "agent01") as desk:
-        assert hub.voice is not None and hub.engine is not None
+    notice = write_tone(tmp_path / "notice-1s.wav", NOTICE_S)
+    async with running_hub(tmp_path, sip_digest_algorithms="MD5", recording_notice=str(notice)) as hub, \
+            agent(hub, "agent01") as desk:
+        assert hub.voice is not None and hub.center is not None
         phone = await start_phone(sipp_path, tmp_path, "phone_answer.xml", rtp_echo=True)
         await register_phone(sipp_path, hub, tmp_path, "agent01", phone)
+        loop = asyncio.get_running_loop()
+        dialled_at = loop.time()
         call = await start_sipp(sipp_path, hub, tmp_path, scenario="uac_rtp.xml", service="1000", caller=LENA, hold_ms=6000)
         pop = await desk.wait_for("screen_pop")
-        call_id = pop["call_id"]
-        recorder = CallRecorder(storage.new_path(recording_id, datetime.now(timezone.utc)))
+        call_id, contact_id = pop["call_id"], pop["contact_id"]
         await desk.wait_for("call.answered", timeout=10)
-        loop = asyncio.get_running_loop()
-        assert hub.voice.add_tap(call_id, recorder.tap)
-        started = loop.time()
-        await recorder.start()
+        bridged_at = loop.time()
+        # The agent's phone rang only after the whole notice played to the caller.
+        assert bridged_at - dialled_at >= 0.2 + NOTICE_S
+        started = (await desk.wait_for("recording.started", call_id=call_id))["data"]
+        assert started["started_by"] == "policy" and started["queue"] == "sales"
+
         await asyncio.sleep(1.5)
-        assert recorder.pause()
-        pause_s = loop.time() - started
+        status = hub.center.recording("agent01", contact_id, "pause")
+        assert status["paused"] is True and status["may_stop"] is False
+        paused_at = loop.time() - bridged_at
         await asyncio.sleep(1.0)
-        assert recorder.resume()
+        assert hub.center.recording("agent01", contact_id, "resume")["paused"] is False
+        await desk.wait_for("recording.paused", call_id=call_id)
+        await desk.wait_for("recording.resumed", call_id=call_id)
+        # Under "always" the agent may pause but never stop the recording.
+        with pytest.raises(Exception, match="pause it instead"):
+            hub.center.recording("agent01", contact_id, "stop")
+
         await desk.wait_for("call.ended", call_id=call_id, timeout=15)
-        hub.voice.remove_tap(call_id, recorder.tap)
-        result = await recorder.stop()
-        recorded_s = loop.time() - started
+        ended_at = loop.time()
+        stored = (await desk.wait_for("recording.stored", call_id=call_id, timeout=10))["data"]
+        recorded = (await desk.wait_for("interaction.recorded", timeout=10))["data"]
         code, output = await call.finish()
         assert code == 0, output
         assert (await phone.finish())[0] == 0
 
-        assert abs(result.duration_s - recorded_s) < 0.2
-        with wave.open(str(result.path), "rb") as wav:
+        store = _store(hub)
+        info = await store.get(stored["recording_id"])
+        assert info.interaction_id == recorded["interaction_id"] == stored["interaction_id"]
+        assert info.queue == "sales" and info.agent_id == "agent01"
+        assert abs(info.duration_s - (ended_at - bridged_at)) < 0.2
+        with wave.open(str(store.storage.resolve(info.path)), "rb") as wav:
             assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
             left, right = channels(wav.readframes(wav.getnframes()))
-        assert result.stats.packets > 100
         # Speech on both sides before the pause: the caller's, and the phone's echo of it.
         assert rms(left[800:8000]) > 100 and rms(right[800:8000]) > 100
-        [paused] = result.paused_intervals
-        assert paused.start_s == pytest.approx(pause_s, abs=0.05)
-        assert paused.end_s - paused.start_s == pytest.approx(1.0, abs=0.1)
-        assert rms(left[paused.start : paused.end]) == 0 and rms(right[paused.start : paused.end]) == 0
-
-        store = RecordingStore(make_sessionmaker(hub.engine), storage)
-        info = await store.add(recording_id, result, call_id=call_id, queue="sales", agent_id="agent01")
-        assert info.paused_intervals == ((paused.as_ms()[0] / 1000, paused.as_ms()[1] / 1000),)
+        [(pause_start, pause_end)] = info.paused_intervals
+        assert pause_start == pytest.approx(paused_at, abs=0.1)
+        assert pause_end - pause_start == pytest.approx(1.0, abs=0.15)
+        silent = slice(round(pause_start * 8000) + 80, round(pause_end * 8000) - 80)
+        assert rms(left[silent]) == 0 and rms(right[silent]) == 0
         report = await store.verify()
         assert report.ok, report.problems
+
+
+async def test_a_support_call_is_recorded_only_when_the_agent_asks(sipp_path: str, tmp_path: Path) -> None:
+    async with running_hub(tmp_path, sip_digest_algorithms="MD5") as hub, agent(hub, "agent04") as desk:
+        assert hub.center is not None
+        phone = await start_phone(sipp_path, tmp_path, "phone_answer.xml", rtp_echo=True)
+        await register_phone(sipp_path, hub, tmp_path, "agent04", phone)
+        call = await start_sipp(sipp_path, hub, tmp_path, scenario="uac_rtp.xml", service="2000", caller=LENA, hold_ms=5000)
+        pop = await desk.wait_for("screen_pop")
+        call_id, contact_id = pop["call_id"], pop["contact_id"]
+        await desk.wait_for("call.answered", timeout=10)
+        await asyncio.sleep(1.0)
+        assert hub.recordings is not None and hub.recordings.active(call_id) is None
+        status = hub.center.recording("agent04", contact_id, "start")
+        assert status["recording"] is True and status["may_stop"] is True
+        started = (await desk.wait_for("recording.started", call_id=call_id))["data"]
+        assert started["started_by"] == "agent04"
+        await asyncio.sleep(1.5)
+        hub.center.recording("agent04", contact_id, "stop")
+        stored = (await desk.wait_for("recording.stored", call_id=call_id, timeout=10))["data"]
+        assert 1.3 < stored["duration_ms"] / 1000 < 1.8
+        # Another agent cannot touch this call's recording.
+        with pytest.raises(Exception, match="not connected to you"):
+            hub.center.recording("agent01", contact_id, "start")
+        await desk.wait_for("call.ended", call_id=call_id, timeout=15)
+        assert (await call.finish())[0] == 0
+        assert (await phone.finish())[0] == 0
+        assert len(await _store(hub).for_call(call_id)) == 1

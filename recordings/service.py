@@ -1,0 +1,239 @@
+"""The hub's recorders: which calls are recorded, and the life of each recording
+(asyncio shell).
+
+Owns one `CallRecorder` per recorded call, fed from the voice service's media tap:
+started when the legs are bridged if the queue's policy says "always", or when the
+agent asks if it says "on demand"; paused and resumed for PCI; stopped when the
+agent's part of the call ends (hang-up or transfer), then registered in the hash chain
+with its interaction. Must never: decide policy (that is `policy`), block the event
+loop (encoding and file writes run in the recorder's worker thread), or lose a
+finished file silently (a database that fails is retried; the file stays on disk and
+`ctihub recordings verify` reports it as unregistered if every retry fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from cti import events as ev
+from recordings.policy import RecordingPolicy
+from recordings.recorder import CallRecorder, RecordingError
+from recordings.storage import new_recording_id
+from recordings.store import RecordingStore
+
+log = logging.getLogger(__name__)
+
+MediaTap = Callable[[str, bytes], None]
+# A database that blinks must not cost a finished recording its place in the chain.
+STORE_BACKOFF_S = (0.2, 1.0, 5.0, 15.0, 60.0)
+
+
+class TapPoint(Protocol):
+    def add_tap(self, call_id: str, tap: MediaTap) -> bool: ...
+    def remove_tap(self, call_id: str, tap: MediaTap) -> None: ...
+
+
+class RecordingRefused(Exception):
+    """A request the policy or the call's state does not allow; `code` is a stable slug."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(slots=True, kw_only=True)
+class ActiveRecording:
+    recording_id: str
+    call_id: str
+    queue: str
+    agent_id: str | None
+    interaction_id: str | None
+    policy: RecordingPolicy
+    recorder: CallRecorder
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "recording_id": self.recording_id,
+            "recording": True,
+            "paused": self.recorder.paused,
+            "may_stop": self.policy.agent_may_stop,
+        }
+
+
+class RecordingService:
+    def __init__(
+        self,
+        *,
+        store: RecordingStore,
+        taps: TapPoint,
+        policies: Mapping[str, RecordingPolicy],
+        default_policy: RecordingPolicy,
+        publish: Callable[[ev.Event], None],
+        executor: Executor | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self._store = store
+        self._taps = taps
+        self._policies = dict(policies)
+        self._default = default_policy
+        self._publish = publish
+        self._executor = executor
+        self._wall_clock = wall_clock
+        self._active: dict[str, ActiveRecording] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- policy --------------------------------------------------------------------
+
+    def policy_for(self, queue: str) -> RecordingPolicy:
+        return self._policies.get(queue, self._default)
+
+    def announcing_queues(self, queues: list[str]) -> set[str]:
+        return {q for q in queues if self.policy_for(q).announces}
+
+    def active(self, call_id: str) -> ActiveRecording | None:
+        return self._active.get(call_id)
+
+    def status(self, call_id: str, queue: str) -> dict[str, Any]:
+        """What the agent desktop shows for a call: recording or not, and what is allowed."""
+        current = self._active.get(call_id)
+        policy = self.policy_for(queue)
+        if current is not None:
+            return {"mode": policy.mode.value, **current.status()}
+        return {"mode": policy.mode.value, "recording": False, "paused": False, "may_start": policy.agent_may_start}
+
+    # --- the call's life -------------------------------------------------------------
+
+    def call_bridged(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None) -> str | None:
+        """The caller and an agent are connected: record if the queue always records."""
+        if not self.policy_for(queue).starts_when_bridged or call_id in self._active:
+            return None
+        return self._start(call_id, queue=queue, agent_id=agent_id, interaction_id=interaction_id, by="policy")
+
+    def start(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None, by: str) -> str:
+        """The agent asks to record (on-demand queues only)."""
+        if call_id in self._active:
+            raise RecordingRefused("already_recording", "this call is already being recorded")
+        if not self.policy_for(queue).agent_may_start:
+            raise RecordingRefused("not_allowed", f"queue {queue} does not record on demand")
+        recording_id = self._start(call_id, queue=queue, agent_id=agent_id, interaction_id=interaction_id, by=by)
+        if recording_id is None:
+            raise RecordingRefused("no_media", "the call has no media at this hub to record")
+        return recording_id
+
+    def pause(self, call_id: str) -> bool:
+        current = self._require(call_id)
+        if not current.recorder.pause():
+            return False
+        self._publish(ev.RecordingPaused(
+            occurred_at=self._wall_clock(), call_id=call_id, recording_id=current.recording_id, agent_id=current.agent_id,
+        ))
+        return True
+
+    def resume(self, call_id: str) -> bool:
+        current = self._require(call_id)
+        if not current.recorder.resume():
+            return False
+        self._publish(ev.RecordingResumed(
+            occurred_at=self._wall_clock(), call_id=call_id, recording_id=current.recording_id, agent_id=current.agent_id,
+        ))
+        return True
+
+    def stop_on_request(self, call_id: str) -> None:
+        """The agent stops an on-demand recording; an "always" recording cannot be stopped."""
+        current = self._require(call_id)
+        if not current.policy.agent_may_stop:
+            raise RecordingRefused("not_allowed", "this queue records every call; pause it instead")
+        self.segment_ended(call_id)
+
+    def segment_ended(self, call_id: str) -> None:
+        """The agent's part of the call is over (hang-up, transfer): close and register."""
+        current = self._active.pop(call_id, None)
+        if current is None:
+            return
+        self._taps.remove_tap(call_id, current.recorder.tap)
+        self._spawn(self._finish(current))
+
+    async def drain(self) -> None:
+        """At shutdown: every recording still running is closed and registered."""
+        for call_id in list(self._active):
+            self.segment_ended(call_id)
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # --- internals -------------------------------------------------------------------
+
+    def _require(self, call_id: str) -> ActiveRecording:
+        current = self._active.get(call_id)
+        if current is None:
+            raise RecordingRefused("not_recording", "this call is not being recorded")
+        return current
+
+    def _start(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None, by: str) -> str | None:
+        recording_id = new_recording_id()
+        path = self._store.storage.new_path(recording_id, self._wall_clock())
+        recorder = CallRecorder(path, executor=self._executor, wall_clock=self._wall_clock)
+        if not self._taps.add_tap(call_id, recorder.tap):
+            return None  # not a call of this hub process
+        current = ActiveRecording(
+            recording_id=recording_id, call_id=call_id, queue=queue, agent_id=agent_id,
+            interaction_id=interaction_id, policy=self.policy_for(queue), recorder=recorder,
+        )
+        self._active[call_id] = current
+        self._spawn(self._begin(current, by))
+        return recording_id
+
+    async def _begin(self, current: ActiveRecording, by: str) -> None:
+        try:
+            await current.recorder.start()
+        except RecordingError as err:
+            log.error("recording of call %s could not start: %s", current.call_id, err)
+            if self._active.get(current.call_id) is current:
+                del self._active[current.call_id]
+            self._taps.remove_tap(current.call_id, current.recorder.tap)
+            return
+        log.info("recording %s of call %s started (%s)", current.recording_id, current.call_id, by)
+        self._publish(ev.RecordingStarted(
+            occurred_at=self._wall_clock(), call_id=current.call_id, recording_id=current.recording_id,
+            queue=current.queue, agent_id=current.agent_id, started_by=by,
+        ))
+
+    async def _finish(self, current: ActiveRecording) -> None:
+        try:
+            result = await current.recorder.stop()
+        except RecordingError as err:
+            log.error("recording %s of call %s is lost: %s", current.recording_id, current.call_id, err)
+            return
+        for attempt, delay in enumerate((*STORE_BACKOFF_S, None), start=1):
+            try:
+                info = await self._store.add(
+                    current.recording_id, result, call_id=current.call_id, policy=current.policy,
+                    queue=current.queue, agent_id=current.agent_id, interaction_id=current.interaction_id,
+                )
+                break
+            except Exception as exc:  # the database: retried, the file is safe on disk meanwhile
+                if delay is None:
+                    log.error("recording %s (%s) NOT registered after %d attempts: %s",
+                              current.recording_id, result.path, attempt, exc)
+                    return
+                log.warning("registering recording %s failed (attempt %d): %s", current.recording_id, attempt, exc)
+                await asyncio.sleep(delay)
+        self._publish(ev.RecordingStored(
+            occurred_at=self._wall_clock(), call_id=current.call_id, recording_id=info.id,
+            interaction_id=current.interaction_id, duration_ms=round(result.duration_s * 1000),
+            sha256=result.sha256, agent_id=current.agent_id,
+        ))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+__all__ = ["ActiveRecording", "RecordingRefused", "RecordingService", "TapPoint"]
