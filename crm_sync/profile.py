@@ -1,9 +1,10 @@
 """The screen-pop view of a customer: frozen dataclasses and the pure rules that fill them.
 
-Owns what an agent sees about a customer (identity, phones, accounts, KYC and EDD,
-recent interactions), the effective KYC status, masking and the JSON shape. Pure: no
-database, no clock (`now` always comes in as an argument), no I/O. Must never hold
-anything the agent must not see: full document numbers never reach this module.
+Owns what an agent sees about a customer (identity, phones, emails, accounts, KYC and
+EDD, recent interactions, open tasks and leads), the effective KYC status, masking and
+the JSON shape. Pure: no database, no clock (`now` always comes in as an argument), no
+I/O. Must never hold anything the agent must not see: full document numbers never
+reach this module.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from crm_sync.schema import EDD_REASONS
+from crm_sync.schema import EDD_REASONS, LEAD_STATUSES
+
+# A lead in one of these states is settled: the profile shows only the others.
+CLOSED_LEAD_STATUSES = ("converted", "lost")
+OPEN_LEAD_STATUSES = tuple(s for s in LEAD_STATUSES if s not in CLOSED_LEAD_STATUSES)
 
 
 def mask_tail(value: str, visible: int = 4) -> str:
@@ -55,6 +60,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def summary_kyc_status(status: str | None, next_review_at: datetime | None, now: datetime) -> str:
+    """`effective_kyc_status`, with 'not_started' for a customer without a KYC record."""
+    return effective_kyc_status(status, next_review_at, now) if status is not None else "not_started"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CustomerSummary:
     """One match of a caller lookup: enough to choose between several matches."""
@@ -85,6 +95,79 @@ class PhoneView:
 
     def to_dict(self) -> dict[str, Any]:
         return {"e164": self.e164, "raw": self.raw, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailView:
+    address: str
+    kind: str
+    is_primary: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "kind": self.kind, "is_primary": self.is_primary}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskView:
+    id: str
+    customer_id: str
+    interaction_id: str | None
+    kind: str
+    title: str
+    status: str
+    owner: str | None
+    due_at: datetime | None
+    created_at: datetime
+    completed_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "customer_id": self.customer_id,
+            "interaction_id": self.interaction_id,
+            "kind": self.kind,
+            "title": self.title,
+            "status": self.status,
+            "owner": self.owner,
+            "due_at": _iso(self.due_at),
+            "created_at": _iso(self.created_at),
+            "completed_at": _iso(self.completed_at),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeadView:
+    id: str
+    customer_id: str | None
+    name: str
+    phone_e164: str | None
+    email: str | None
+    source: str
+    status: str
+    owner: str | None
+    interest: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "customer_id": self.customer_id,
+            "name": self.name,
+            "phone_e164": self.phone_e164,
+            "email": self.email,
+            "source": self.source,
+            "status": self.status,
+            "owner": self.owner,
+            "interest": self.interest,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+def task_order_key(task: TaskView) -> tuple[bool, datetime, datetime, str]:
+    """Soonest due first; tasks without a due date after every dated one, oldest first."""
+    return (task.due_at is None, task.due_at or task.created_at, task.created_at, task.id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +287,9 @@ class InteractionView:
     disposition: str | None
     notes: str | None
     call_id: str | None
+    ivr_path: tuple[str, ...] | None = None
+    recording_id: str | None = None
+    transcript_ref: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +308,9 @@ class InteractionView:
             "disposition": self.disposition,
             "notes": self.notes,
             "call_id": self.call_id,
+            "ivr_path": list(self.ivr_path) if self.ivr_path is not None else None,
+            "recording_id": self.recording_id,
+            "transcript_ref": self.transcript_ref,
         }
 
 
@@ -240,6 +329,8 @@ class CustomerProfile:
           "marketing_consent": true,
           "created_at": "2021-03-04T09:00:00+00:00",
           "phones": [{"e164": "+4930901820", "raw": "030 901820", "kind": "work"}],
+          "emails": [{"address": "lena.hoffmann@example.de", "kind": "personal",
+                      "is_primary": true}],
           "accounts": [{"number": "0090000011", "number_masked": "******0011",
                         "platform": "MT5", "currency": "EUR", "balance": "250000.00",
                         "equity": "257310.50", "status": "active"}],
@@ -250,12 +341,25 @@ class CustomerProfile:
                   "document_number_masked": "*****1234" | null,
                   "edd": {"required": false, "reasons": ["politically_exposed", ...]}},
           "recent_interactions": [ {interaction, newest first; see list_interactions} ],
+          "open_tasks": [{"id": "tsk_...", "customer_id": "...", "interaction_id": null,
+                          "kind": "callback", "title": "Call back about SEPA",
+                          "status": "open", "owner": "agent01" | null,
+                          "due_at": iso | null, "created_at": iso, "completed_at": null}],
+          "leads": [{"id": "lead_...", "customer_id": "...", "name": "Lena Hoffmann",
+                     "phone_e164": "+4930901820" | null, "email": "..." | null,
+                     "source": "inbound_call", "status": "new" | "contacted" | "qualified",
+                     "owner": "agent08" | null, "interest": "cTrader account" | null,
+                     "created_at": iso, "updated_at": iso}],
           "as_of": "2025-01-01T12:00:00+00:00"
         }
 
     `kyc.status` is the effective status at `as_of` ('expired' once a verified record's
     review date has passed); `recorded_status` is what the CRM holds. A customer with
-    no KYC record gets status 'not_started' and risk_rating null.
+    no KYC record gets status 'not_started' and risk_rating null. `emails` lists every
+    address (lower-cased), the primary one (the card's `email`) first, then by address.
+    `open_tasks` holds only tasks with status 'open', soonest due first and undated
+    ones last. `leads` holds the customer's leads that are neither converted nor lost,
+    newest first.
     """
 
     customer_id: str
@@ -273,6 +377,9 @@ class CustomerProfile:
     kyc: KycView
     recent_interactions: tuple[InteractionView, ...]
     as_of: datetime
+    emails: tuple[EmailView, ...] = ()
+    open_tasks: tuple[TaskView, ...] = ()
+    leads: tuple[LeadView, ...] = ()
 
     @property
     def name(self) -> str:
@@ -292,23 +399,33 @@ class CustomerProfile:
             "marketing_consent": self.marketing_consent,
             "created_at": _iso(self.created_at),
             "phones": [p.to_dict() for p in self.phones],
+            "emails": [e.to_dict() for e in self.emails],
             "accounts": [a.to_dict() for a in self.accounts],
             "kyc": self.kyc.to_dict(),
             "recent_interactions": [i.to_dict() for i in self.recent_interactions],
+            "open_tasks": [t.to_dict() for t in self.open_tasks],
+            "leads": [lead.to_dict() for lead in self.leads],
             "as_of": _iso(self.as_of),
         }
 
 
 __all__ = [
+    "CLOSED_LEAD_STATUSES",
+    "NO_KYC",
+    "OPEN_LEAD_STATUSES",
     "AccountView",
     "CustomerProfile",
     "CustomerSummary",
+    "EmailView",
     "InteractionView",
     "KycView",
-    "NO_KYC",
+    "LeadView",
     "PhoneView",
+    "TaskView",
     "edd_reasons_in_order",
     "effective_kyc_status",
     "kyc_view",
     "mask_tail",
+    "summary_kyc_status",
+    "task_order_key",
 ]

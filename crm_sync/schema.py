@@ -105,7 +105,7 @@ class CustomerEmail(Base):
         sa.Index("ix_customer_emails_address", "address"),
     )
 
-    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(48), primary_key=True)  # room for 'eml_' + a customer id
     customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     # Stored lower-cased so that lookup is one index probe; not unique, like phones.
     address: Mapped[str] = mapped_column(sa.String(254))

@@ -35,7 +35,7 @@ def _ts(name: str, nullable: bool = False) -> sa.Column:
 def upgrade() -> None:
     op.create_table(
         "customer_emails",
-        sa.Column("id", sa.String(40), nullable=False),
+        sa.Column("id", sa.String(48), nullable=False),
         sa.Column("customer_id", sa.String(40), nullable=False),
         sa.Column("address", sa.String(254), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
