@@ -365,7 +365,9 @@ class Hub:
         return values
 
 
-async def start_hub(procs: Processes, workdir: Path, data_dir: Path, *, rtp_ports: str) -> Hub:
+async def start_hub(
+    procs: Processes, workdir: Path, data_dir: Path, *, rtp_ports: str, extra_args: tuple[str, ...] = ()
+) -> Hub:
     sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     args = [
         str(CTIHUB), "serve",
@@ -377,6 +379,7 @@ async def start_hub(procs: Processes, workdir: Path, data_dir: Path, *, rtp_port
         "--answer-delay", "0",
         "--offer-timeout", "20",
         "--sip-digest-algorithms", "MD5",  # sipp answers digest challenges with MD5 only
+        *extra_args,
     ]
     process = await procs.start(*args, log_path=workdir / "hub.log")
     hub = Hub(process=process, sip_port=sip_port, http_port=http_port)
@@ -951,6 +954,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.media_plateau = args.media_plateau or (8.0 if quick else 20.0)
     args.agents = args.agents or (150 if quick else 500)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    # This benchmark measures the call path without recordings (bench/recordings.py
+    # measures what they add); other benchmarks reusing these phases set their own.
+    args.hub_args = ["--recording-default", "never"]
     if "media" not in args.skip and max(args.media_levels) > args.agents:
         parser.error("--agents must be at least the largest media level (one agent per call)")
     return args
@@ -967,7 +973,7 @@ async def hub_phase(
 ) -> AsyncIterator[tuple[Hub, Desks, aiohttp.ClientSession, int]]:
     """A fresh hub process with every agent logged in, available, and its phone registered."""
     t0 = time.monotonic()
-    hub = await start_hub(procs, workdir, data_dir, rtp_ports=args.rtp_ports)
+    hub = await start_hub(procs, workdir, data_dir, rtp_ports=args.rtp_ports, extra_args=tuple(args.hub_args))
     log(f"hub pid {hub.process.pid}: SIP 127.0.0.1:{hub.sip_port}, HTTP {hub.base} ({time.monotonic() - t0:.0f} s)")
     phone_port = free_port()
     desks = Desks()

@@ -1,0 +1,194 @@
+"""Recording benchmark (issue 7): what recording adds to the media relay's CPU, at 200
+concurrent recorded calls through one `ctihub serve` process. Not a test: it prints one
+line per phase and, last, one line of JSON.
+
+    .venv/bin/python bench/recordings.py            # 200 calls, 20 s plateau (about 4 minutes)
+    .venv/bin/python bench/recordings.py --quick    # 50 calls, 8 s plateau
+
+How: the media level of bench/sip.py (sipp callers whose RTP comes from this process,
+sipp phones echoing it, the hub relaying both ways; its loss and plateau rules) is run
+twice against fresh hub processes that differ only in `--recording-default`:
+`never`, then `always` (every bridged call recorded in two channels, WAV, written by
+the recorders' worker threads as the call goes). The recording notice is a 0.2 s tone,
+so that set-up timing stays as in bench/sip.py.
+
+- `recording_cpu_overhead_pct`: 100 * (hub CPU% recording - hub CPU% not recording) /
+  hub CPU% not recording, each the hub process's CPU (utime + stime) over the plateau
+  with every call of the level bridged and talking.
+- `disk_write_mb_per_s`: what the hub process wrote to storage (/proc/PID/io
+  write_bytes) over the recording level, per second of that level's wall time; and
+  `recorded_mb_per_call_minute` from the files themselves (stereo 16-bit 8 kHz is
+  1.92 MB a minute).
+- `recordings`: files found after the recording hub stopped; `loss_percent` per run.
+Target: `recording_cpu_overhead_pct` at most 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# Run as a script, this file's folder comes first on sys.path, and this file's name
+# would then hide the hub's `recordings` package from everything imported below.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+TARGET_OVERHEAD_PCT = 20.0
+
+_spec = importlib.util.spec_from_file_location("bench_sip", HERE / "sip.py")
+assert _spec is not None and _spec.loader is not None
+sipbench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_sip"] = sipbench
+_spec.loader.exec_module(sipbench)
+log = sipbench.log
+
+
+def write_tone(path: Path, seconds: float) -> Path:
+    frames = round(8000 * seconds)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"".join(struct.pack("<h", round(6000 * math.sin(2 * math.pi * 440 * n / 8000))) for n in range(frames)))
+    return path
+
+
+def write_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as io:
+        for line in io:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="50 calls, 8 s plateau")
+    parser.add_argument("--calls", type=int, help="concurrent recorded calls (default 200, quick 50)")
+    parser.add_argument("--plateau", type=float, help="seconds every call is up at once (default 20, quick 8)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    args.calls = args.calls or (50 if args.quick else 200)
+    args.plateau = args.plateau or (8.0 if args.quick else 20.0)
+    return args
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    sip_args = sipbench.parse_args([
+        "--agents", str(args.calls), "--media-levels", str(args.calls), "--media-plateau", str(args.plateau),
+    ])
+    notice = write_tone(workdir / "notice.wav", 0.2)
+    usernames = [f"bench{i:04d}" for i in range(1, args.calls + 1)]
+    procs = sipbench.Processes()
+    events: dict[str, Any] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        data_dir = workdir / "var"
+        await sipbench.seed_directory(data_dir, usernames)
+        for mode in ("never", "always"):
+            # Each run in a folder of its own: sipp's logs and injection files are named
+            # after the level, and a run must not read the other's.
+            rundir = workdir / mode
+            rundir.mkdir()
+            recordings_dir = rundir / "recordings"
+            sip_args.hub_args = [
+                "--recording-default", mode, "--recording-notice", str(notice), "--recordings-dir", str(recordings_dir),
+            ]
+            async with sipbench.hub_phase(procs, rundir, data_dir, sip_args, usernames, events) as (
+                hub, _desks, http, phone_port,
+            ):
+                written_before, t0 = write_bytes(hub.process.pid), time.monotonic()
+                level = await sipbench.media_level(
+                    procs, rundir, hub=hub, http=http, phone_port=phone_port, calls=args.calls,
+                    plateau_s=args.plateau, ramp_per_s=sip_args.media_ramp,
+                )
+                written, elapsed = write_bytes(hub.process.pid) - written_before, time.monotonic() - t0
+            log(f"recording {mode}: " + sipbench.describe_media(level))
+            files = sorted(recordings_dir.rglob("*.wav")) if recordings_dir.exists() else []
+            file_bytes = sum(f.stat().st_size for f in files)
+            durations = []
+            for f in files:
+                with wave.open(str(f), "rb") as wav:
+                    durations.append(wav.getnframes() / wav.getframerate())
+            runs[mode] = {
+                "passed": level.passed,
+                "why": level.why,
+                "hub_cpu_percent": level.hub_cpu_percent,
+                "loss_percent": level.loss_percent,
+                "bridged_with_rtp": level.bridged_with_rtp,
+                "plateau_s": level.plateau_s,
+                "disk_write_mb_per_s": round(written / elapsed / 1e6, 3),
+                "recordings": len(files),
+                "recorded_seconds": round(sum(durations), 1),
+                "recorded_mb_per_call_minute": round(file_bytes / 1e6 / (sum(durations) / 60), 3) if durations else None,
+            }
+    finally:
+        await procs.stop_all()
+    plain, recorded = runs["never"], runs["always"]
+    overhead = None
+    if plain["hub_cpu_percent"] and recorded["hub_cpu_percent"] is not None:
+        overhead = round(100 * (recorded["hub_cpu_percent"] - plain["hub_cpu_percent"]) / plain["hub_cpu_percent"], 1)
+    return {
+        "recording_cpu_overhead_pct": overhead,
+        "disk_write_mb_per_s": recorded["disk_write_mb_per_s"],
+        "recorded_mb_per_call_minute": recorded["recorded_mb_per_call_minute"],
+        "concurrent_recorded_calls": args.calls,
+        "hub_cpu_percent_not_recording": plain["hub_cpu_percent"],
+        "hub_cpu_percent_recording": recorded["hub_cpu_percent"],
+        "recordings": recorded["recordings"],
+        "both_levels_passed": plain["passed"] and recorded["passed"],
+        "target": {"recording_cpu_overhead_pct": TARGET_OVERHEAD_PCT},
+        "target_met": overhead is not None and overhead <= TARGET_OVERHEAD_PCT and plain["passed"] and recorded["passed"],
+        "runs": runs,
+        "machine": sipbench.machine(),
+        "quick": args.quick,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("sipp") is None:
+        print("bench/recordings.py: sipp is needed (Debian package sip-tester)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="ctihub-bench-rec-"))
+    log(f"work directory {workdir}")
+
+    async def guarded() -> dict[str, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run(args, workdir)
+
+    try:
+        result = asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log(f"interrupted; logs kept in {workdir}")
+        return 130
+    except Exception as exc:
+        log(f"bench/recordings.py failed: {exc!r}; logs kept in {workdir}")
+        return 1
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(
+        f"recording_cpu_overhead_pct {result['recording_cpu_overhead_pct']} (target <= {TARGET_OVERHEAD_PCT}), "
+        f"disk {result['disk_write_mb_per_s']} MB/s at {result['concurrent_recorded_calls']} calls"
+    )
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
