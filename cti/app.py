@@ -50,7 +50,7 @@ from cti.secrets import load_secret_key
 from cti.sip.digest import Algorithm, NonceIssuer
 from cti.sip.transaction import TransactionLayer
 from cti.sip.transport import SipEndpoint
-from cti.web.server import close_websockets, make_app
+from cti.web.server import AuthOptions, close_websockets, make_app
 from ivr.flows import FlowTable
 from recordings.policy import RecordingPolicy
 from recordings.policy_store import PolicyStore, seed_demo_policies
@@ -94,6 +94,7 @@ class Hub:
     offer_timeout_s: float = 20.0
     logout_grace_s: float = 15.0
     rtp_timeout_s: float | None = None  # None: the setting (CTIHUB_RTP_TIMEOUT)
+    auth: AuthOptions = field(default_factory=AuthOptions)  # login throttle limits, session re-checks
     engine: AsyncEngine | None = None
     bus: EventBus | None = None
     center: ContactCenter | None = None
@@ -228,6 +229,8 @@ class Hub:
             registry=self.registry,
             health=self.health,
             webhooks=webhooks,
+            auth=self.auth,
+            redis=self.redis,  # login failures counted for every hub process together
         )
         app.on_shutdown.append(close_websockets)
         self.http_runner = web.AppRunner(app, handle_signals=False, access_log=None)

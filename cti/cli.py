@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     from recordings.cli import add_parser as add_recordings_parser
 
     add_recordings_parser(commands)
+    from cti.directory.cli import add_parser as add_users_parser
+
+    add_users_parser(commands)
     return parser
 
 
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from recordings.cli import run
 
         return run(args)
+    if args.command == "users":
+        from cti.directory.cli import run as run_users
+
+        return run_users(args)
     return 2
 
 

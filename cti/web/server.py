@@ -1,6 +1,9 @@
 """Routes of the hub's HTTP server (aiohttp).
 
 Thin: every route reads its input, checks it, calls one service and shapes the answer.
+Every route but /healthz, /metrics and POST /api/login asks `require` (cti.web.guard)
+for a session allowed the route's permission (cti.web.auth); the contract is in
+docs/api.md.
 """
 
 from __future__ import annotations
@@ -8,16 +11,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.asyncio import Redis
 
 from cti.agents.sessions import Session, SessionRegistry
 from cti.center import CenterError, ContactCenter
 from cti.directory.store import DirectoryStore
-from cti.web.errors import api_error
+from cti.web.auth import Permission, permissions_of, same_origin
+from cti.web.errors import ApiError, api_error, api_errors
+from cti.web.guard import (
+    AUTH,
+    COOKIE,
+    AuthOptions,
+    AuthService,
+    credential_of,
+    require,
+    requires,
+)
+from cti.web.throttle_store import make_throttle_store
+
+__all__ = ["AuthOptions", "close_websockets", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +47,8 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
 
-COOKIE = "ctihub_session"
+MAX_USERNAME = 64
+MAX_PASSWORD = 1024
 
 
 def make_app(
@@ -41,23 +59,47 @@ def make_app(
     registry: CollectorRegistry,
     health: HealthCheck,
     webhooks: web.Application | None = None,
+    auth: AuthOptions | None = None,
+    redis: Redis | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024)
+    """`redis`: the hub's shared client when it has one; login failures are then counted
+    there, for every hub process together."""
+    options = auth or AuthOptions()
+    app = web.Application(client_max_size=256 * 1024, middlewares=[api_errors])
     app[SESSIONS] = sessions
     app[CENTER] = center
     app[DIRECTORY] = directory
     app[REGISTRY] = registry
     app[HEALTH] = health
     app[WEBSOCKETS] = set()
+    app[AUTH] = AuthService(
+        sessions=sessions,
+        directory=directory,
+        throttle=options.throttle,
+        failures=make_throttle_store(redis),
+        recheck_s=options.recheck_s,
+    )
+    app.cleanup_ctx.append(_session_rechecks)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
+    app.router.add_get("/api/users", list_users)
+    app.router.add_post("/api/users/{username}/{action:disable|enable}", set_user_disabled)
     app.router.add_get("/ws/agent", agent_socket)
     if webhooks is not None:
         app.add_subapp("/webhooks/", webhooks)  # POST /webhooks/crm: signed CRM changes
     return app
+
+
+async def _session_rechecks(app: web.Application) -> AsyncIterator[None]:
+    auth = app[AUTH]
+    task = asyncio.create_task(auth.run_rechecks())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await auth.close()
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -71,70 +113,106 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# --- sessions --------------------------------------------------------------------------
+
+
 async def login(request: web.Request) -> web.Response:
+    # A form on another site can POST text/plain that parses as JSON, which would log
+    # the victim in as the attacker; forms cannot send application/json.
+    if request.content_type != "application/json":
+        return api_error(415, "unsupported_media_type", "send the credentials as Content-Type: application/json")
+    if not same_origin(request.headers.get("Origin"), request.headers.get("Host")):
+        return api_error(403, "bad_origin", "a browser may log in only from the hub's own pages")
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return api_error(400, "bad_json", "the body must be a JSON object")
     if not isinstance(body, dict):
         return api_error(400, "bad_json", "the body must be a JSON object")
-    for name in ("username", "password"):
+    for name, longest in (("username", MAX_USERNAME), ("password", MAX_PASSWORD)):
         if not isinstance(body.get(name), str) or not body[name]:
             return api_error(422, "missing_field", f"{name} is required and must be a non-empty string", field=name)
-    user = await request.app[DIRECTORY].authenticate(body["username"], body["password"])
-    if user is None:
-        return api_error(401, "bad_credentials", "unknown user or wrong password")
-    token = request.app[SESSIONS].create(username=user.username, role=user.role, display_name=user.display_name)
-    response = web.json_response(
-        {"token": token, "username": user.username, "role": user.role, "display_name": user.display_name}
-    )
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+        if len(body[name]) > longest:
+            return api_error(422, "bad_field", f"{name} is longer than {longest} characters", field=name)
+    token, session = await request.app[AUTH].log_in(body["username"], body["password"], address=request.remote)
+    response = web.json_response({"token": token, **_session_view(session)})
+    # Secure whenever the browser reached us over TLS; a plain-HTTP dev setup keeps
+    # working, and production puts TLS in front.
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/")
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
-    token = _token_of(request)
-    if token:
-        request.app[SESSIONS].revoke(token)
+    """Ends the session presented (idempotent: no valid session is not an error)."""
+    found = credential_of(request, allow_query=False)
+    if found is not None:
+        try:
+            await require(request, None)  # with a cookie, this is the CSRF check
+        except ApiError as err:
+            if err.status != 401:
+                raise
+        else:
+            request.app[AUTH].log_out(found[1])
     response = web.json_response({"ok": True})
     response.del_cookie(COOKIE, path="/")
     return response
 
 
-async def me(request: web.Request) -> web.Response:
-    session = _session_of(request)
-    if session is None:
-        return api_error(401, "not_logged_in", "log in first")
-    return web.json_response({"username": session.username, "role": session.role, "display_name": session.display_name})
+@requires(None)
+async def me(request: web.Request, session: Session) -> web.Response:
+    return web.json_response(_session_view(session))
 
 
-def _token_of(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.query.get("token") or request.cookies.get(COOKIE)
+def _session_view(session: Session) -> dict[str, Any]:
+    return {
+        "username": session.username,
+        "role": session.role,
+        "display_name": session.display_name,
+        "permissions": sorted(p.value for p in permissions_of(session.role)),
+        "csrf_token": session.csrf_token,
+    }
 
 
-def _session_of(request: web.Request) -> Session | None:
-    token = _token_of(request)
-    return request.app[SESSIONS].resolve(token) if token else None
+# --- users (admin) ---------------------------------------------------------------------
+
+
+@requires(Permission.USERS_MANAGE)
+async def list_users(request: web.Request, session: Session) -> web.Response:
+    users = await request.app[DIRECTORY].list_users()
+    return web.json_response(
+        {"users": [{"username": u.username, "display_name": u.display_name, "role": u.role, "disabled": u.disabled} for u in users]}
+    )
+
+
+@requires(Permission.USERS_MANAGE)
+async def set_user_disabled(request: web.Request, session: Session) -> web.Response:
+    username = request.match_info["username"]
+    disabled = request.match_info["action"] == "disable"
+    if disabled and username == session.username:
+        raise ApiError(409, "cannot_disable_self", "an administrator cannot disable their own account here")
+    if not await request.app[DIRECTORY].set_disabled(username, disabled):
+        raise ApiError(404, "no_such_user", f"there is no user {username!r}")
+    logging.getLogger("cti.auth").warning(
+        "auth: %s %s user %r", session.username, "disabled" if disabled else "enabled", username
+    )
+    if disabled:
+        await request.app[AUTH].revoke_user(username, f"the account was disabled by {session.username}")
+    return web.json_response({"username": username, "disabled": disabled})
 
 
 # --- the agent websocket (protocol: docs/websocket.md) --------------------------------
 
 
 async def agent_socket(request: web.Request) -> web.StreamResponse:
-    session = _session_of(request)
-    if session is None:
-        return api_error(401, "not_logged_in", "open the websocket with a session token (?token= or Authorization: Bearer)")
-    if session.role != "agent":
-        return api_error(403, "wrong_role", f"the agent websocket is for agents; you are {session.role}")
+    session = await require(request, Permission.AGENT_DESKTOP, websocket=True)
     socket = web.WebSocketResponse(heartbeat=20.0)
     await socket.prepare(request)
     sessions = request.app[SESSIONS]
     center = request.app[CENTER]
     username = session.username
+    auth = request.app[AUTH]
     request.app[WEBSOCKETS].add(socket)
+    auth.watch(socket, session)
     sessions.attach(username, socket)
     try:
         center.agent_connected(username)
@@ -148,6 +226,7 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
                 log.info("websocket of %s failed: %s", username, socket.exception())
     finally:
         request.app[WEBSOCKETS].discard(socket)
+        auth.unwatch(socket)
         sessions.detach(username, socket)
         center.agent_disconnected(username)
     return socket
