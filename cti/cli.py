@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     from cti.directory.cli import add_parser as add_users_parser
 
     add_users_parser(commands)
+    from crm_sync.cli import add_parser as add_crm_parser
+
+    add_crm_parser(commands)
     return parser
 
 
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         from cti.directory.cli import run as run_users
 
         return run_users(args)
+    if args.command in ("crm", "demo-data"):
+        from crm_sync.cli import run as run_crm
+
+        return run_crm(args)
     return 2
 
 

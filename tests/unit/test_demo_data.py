@@ -9,23 +9,32 @@ from datetime import timedelta
 import phonenumbers
 
 from crm_sync.demo import (
+    _COUNTRIES,
+    _FIXED_LINE_PATTERNS,
+    _MOBILE_PATTERNS,
     DEMO_CUSTOMERS_FIXED,
     DEMO_REFERENCE_TIME,
     HOUSEHOLD_NUMBER,
-    _COUNTRIES,
+    _number_patterns,
     fixed_customers,
     generate_customers,
     seed_demo_crm,
 )
+from crm_sync.importer import bundle_to_row, validate_row
 from crm_sync.profile import effective_kyc_status
 from crm_sync.schema import (
     ACCOUNT_STATUSES,
     CHANNELS,
     EDD_REASONS,
+    EMAIL_KINDS,
     KYC_STATUSES,
+    LEAD_SOURCES,
+    LEAD_STATUSES,
     OUTCOMES,
     PHONE_KINDS,
     PLATFORMS,
+    TASK_KINDS,
+    TASK_STATUSES,
     TIERS,
 )
 from crm_sync.store import CrmStore
@@ -122,3 +131,54 @@ async def test_seeding_240_on_sqlite_is_fast_and_idempotent(sqlite_url: str) -> 
         assert await CrmStore(sessionmaker).count_customers() == 250
     finally:
         await engine.dispose()
+
+
+def test_emails_tasks_and_leads_are_plausible() -> None:
+    bundles = list(generate_customers(600, 7, now=NOW))
+    emails = [e for b in bundles for e in b["emails"]]
+    tasks = [t for b in bundles for t in b["tasks"]]
+    leads = [lead for b in bundles for lead in b["leads"]]
+    assert {e["kind"] for e in emails} == set(EMAIL_KINDS)
+    for b in bundles:
+        primaries = [e for e in b["emails"] if e["is_primary"]]
+        assert len(primaries) == (1 if b["emails"] else 0)
+        assert b["customer"]["email"] == (primaries[0]["address"] if primaries else None)
+        assert all(e["address"] == e["address"].lower() and e["address"].isascii() for e in b["emails"])
+    assert {t["kind"] for t in tasks} == set(TASK_KINDS) and {t["status"] for t in tasks} <= set(TASK_STATUSES)
+    for t in tasks:
+        assert t["created_at"] <= NOW
+        assert (t["completed_at"] is None) == (t["status"] == "open")
+    interaction_ids = {i["id"] for b in bundles for i in b["interactions"]}
+    assert all(t["interaction_id"] in interaction_ids for t in tasks if t["kind"] == "callback")
+    assert {lead["source"] for lead in leads} <= set(LEAD_SOURCES)
+    assert {lead["status"] for lead in leads} <= set(LEAD_STATUSES)
+    prospects = [lead for lead in leads if lead["customer_id"] is None]
+    assert prospects and len(prospects) < len(leads)
+    for lead in prospects:
+        assert phonenumbers.is_valid_number(phonenumbers.parse(lead["phone_e164"]))
+
+
+def test_every_number_pattern_gives_valid_numbers_in_every_style() -> None:
+    # More samples than the check each process runs at first use.
+    patterns = _number_patterns.__wrapped__(40)
+    assert set(patterns) == {(c, kind) for kind, table in (("mobile", _MOBILE_PATTERNS), ("fixed", _FIXED_LINE_PATTERNS))
+                             for c in table}
+
+
+def test_generated_customers_pass_the_import_validation() -> None:
+    # Demo data and imported data are the same kind of thing; export of one must import.
+    for bundle in generate_customers(200, 3, now=NOW):
+        row = bundle_to_row(bundle)
+        assert isinstance(validate_row(row, now=NOW, new_id=lambda: "unused"), dict), row
+
+
+def test_fixed_customers_tasks_emails_and_leads_match_the_table() -> None:
+    bundles = {b["customer"]["id"]: b for b in fixed_customers(NOW)}
+    lena, oliver, nikos = bundles["cus_demo_lena"], bundles["cus_demo_oliver"], bundles["cus_demo_nikos"]
+    assert [e["kind"] for e in lena["emails"]] == ["personal", "work"] and lena["emails"][0]["is_primary"]
+    assert [(lead["status"], lead["customer_id"]) for lead in lena["leads"]] == [("qualified", "cus_demo_lena")]
+    assert [(t["kind"], t["status"]) for t in oliver["tasks"]] == [("document_request", "open")]
+    assert oliver["tasks"][0]["due_at"] > NOW
+    (review,) = nikos["tasks"]
+    assert (review["kind"], review["status"]) == ("kyc_review", "open") and review["due_at"] < NOW
+    assert all(len(b["emails"]) >= 1 for b in bundles.values())
