@@ -170,6 +170,10 @@ class OutboxStore:
         """Dead letters, oldest first."""
         return await self._list(OutboxMessage.state == "dead", limit=limit)
 
+    async def list_in_state(self, state: str, *, limit: int = 100) -> list[OutboxEntry]:
+        """Messages in one state, oldest first."""
+        return await self._list(OutboxMessage.state == state, limit=limit)
+
     async def list_all(self, *, limit: int = 1000) -> list[OutboxEntry]:
         return await self._list(sa.true(), limit=limit)
 

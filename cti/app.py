@@ -229,6 +229,8 @@ class Hub:
             registry=self.registry,
             health=self.health,
             webhooks=webhooks,
+            outbox=OutboxStore(sessionmaker),
+            wake_outbox=self.crm_worker.wake if self.crm_worker is not None else (lambda: None),
             auth=self.auth,
             redis=self.redis,  # login failures counted for every hub process together
         )

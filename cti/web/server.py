@@ -18,10 +18,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
+from crm_sync.outbox import OutboxStore
 from cti.agents.sessions import Session, SessionRegistry
 from cti.center import CenterError, ContactCenter
 from cti.directory.store import DirectoryStore
 from cti.web.auth import Permission, permissions_of, same_origin
+from cti.web.crm_outbox import add_outbox_routes
 from cti.web.errors import ApiError, api_error, api_errors
 from cti.web.guard import (
     AUTH,
@@ -59,6 +61,8 @@ def make_app(
     registry: CollectorRegistry,
     health: HealthCheck,
     webhooks: web.Application | None = None,
+    outbox: OutboxStore | None = None,
+    wake_outbox: Callable[[], None] = lambda: None,
     auth: AuthOptions | None = None,
     redis: Redis | None = None,
 ) -> web.Application:
@@ -88,6 +92,8 @@ def make_app(
     app.router.add_get("/api/users", list_users)
     app.router.add_post("/api/users/{username}/{action:disable|enable}", set_user_disabled)
     app.router.add_get("/ws/agent", agent_socket)
+    if outbox is not None:
+        add_outbox_routes(app, outbox, wake=wake_outbox)  # admin: dead letters and replays
     if webhooks is not None:
         app.add_subapp("/webhooks/", webhooks)  # POST /webhooks/crm: signed CRM changes
     return app
@@ -232,6 +238,15 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     return socket
 
 
+# Desktop requests about the call's recording; the answer is the recording's status.
+RECORDING_ACTIONS = {
+    "recording_start": "start",
+    "recording_stop": "stop",
+    "recording_pause": "pause",  # PCI: before the customer reads out a card number
+    "recording_resume": "resume",
+}
+
+
 def _handle_agent_message(center: ContactCenter, username: str, text: str) -> dict[str, Any] | None:
     try:
         message = json.loads(text)
@@ -252,6 +267,12 @@ def _handle_agent_message(center: ContactCenter, username: str, text: str) -> di
                 return _field_error(kind, "reason", "reason must be a string")
             center.set_state(username, state, reason)
             return None  # the agent.state_changed event is the answer
+        if kind in RECORDING_ACTIONS:
+            contact_id = message.get("contact_id")
+            if not isinstance(contact_id, str) or not contact_id:
+                return _field_error(kind, "contact_id", "contact_id is required")
+            status = center.recording(username, contact_id, RECORDING_ACTIONS[kind])
+            return {"type": "recording_status", "request": kind, "contact_id": contact_id, **status}
         if kind in ("accept", "reject", "hangup"):
             contact_id = message.get("contact_id")
             if not isinstance(contact_id, str) or not contact_id:

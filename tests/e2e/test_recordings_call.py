@@ -56,16 +56,20 @@ async def test_a_sales_call_is_announced_recorded_paused_and_linked(sipp_path: s
         assert started["started_by"] == "policy" and started["queue"] == "sales"
 
         await asyncio.sleep(1.5)
-        status = hub.center.recording("agent01", contact_id, "pause")
-        assert status["paused"] is True and status["may_stop"] is False
+        # The PCI pause from the desktop, over the agent websocket.
+        await desk.send({"type": "recording_pause", "contact_id": contact_id})
+        status = await desk.wait_for("recording_status", request="recording_pause")
         paused_at = loop.time() - bridged_at
+        assert status["paused"] is True and status["may_stop"] is False
         await asyncio.sleep(1.0)
-        assert hub.center.recording("agent01", contact_id, "resume")["paused"] is False
+        await desk.send({"type": "recording_resume", "contact_id": contact_id})
+        assert (await desk.wait_for("recording_status", request="recording_resume"))["paused"] is False
         await desk.wait_for("recording.paused", call_id=call_id)
         await desk.wait_for("recording.resumed", call_id=call_id)
         # Under "always" the agent may pause but never stop the recording.
-        with pytest.raises(Exception, match="pause it instead"):
-            hub.center.recording("agent01", contact_id, "stop")
+        await desk.send({"type": "recording_stop", "contact_id": contact_id})
+        refused = await desk.wait_for("error", request="recording_stop")
+        assert refused["error"] == "not_allowed" and "pause it instead" in refused["detail"]
 
         await desk.wait_for("call.ended", call_id=call_id, timeout=15)
         ended_at = loop.time()
@@ -105,12 +109,14 @@ async def test_a_support_call_is_recorded_only_when_the_agent_asks(sipp_path: st
         await desk.wait_for("call.answered", timeout=10)
         await asyncio.sleep(1.0)
         assert hub.recordings is not None and hub.recordings.active(call_id) is None
-        status = hub.center.recording("agent04", contact_id, "start")
+        await desk.send({"type": "recording_start", "contact_id": contact_id})
+        status = await desk.wait_for("recording_status", request="recording_start")
         assert status["recording"] is True and status["may_stop"] is True
         started = (await desk.wait_for("recording.started", call_id=call_id))["data"]
         assert started["started_by"] == "agent04"
         await asyncio.sleep(1.5)
-        hub.center.recording("agent04", contact_id, "stop")
+        await desk.send({"type": "recording_stop", "contact_id": contact_id})
+        await desk.wait_for("recording_status", request="recording_stop")
         stored = (await desk.wait_for("recording.stored", call_id=call_id, timeout=10))["data"]
         assert 1.3 < stored["duration_ms"] / 1000 < 1.8
         # Another agent cannot touch this call's recording.
