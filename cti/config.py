@@ -154,7 +154,7 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         recording_default=_choice(
             "recording_default", text("recording_default", "always").replace("-", "_"), ("always", "never", "on_demand")
         ),
-        recording_notice=_existing_file("recording_notice", text("recording_notice", "")) or None,
+        recording_notice=_notice_wav(text("recording_notice", "")) or None,
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )
@@ -255,6 +255,26 @@ def _env_name(name: str, value: str) -> str:
 def _existing_file(name: str, value: str) -> str:
     if value and not Path(value).is_file():
         raise ConfigError(setting_label(name), f"{value!r} is not a readable file")
+    return value
+
+
+def _notice_wav(value: str) -> str:
+    """The notice is played into calls as G.711: it must be 8 kHz mono 16-bit PCM WAV."""
+    if not value:
+        return value
+    _existing_file("recording_notice", value)
+    import wave
+
+    try:
+        with wave.open(value, "rb") as wav:
+            shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes())
+    except (wave.Error, EOFError, OSError) as err:
+        raise ConfigError(setting_label("recording_notice"), f"{value!r} is not a WAV file ({err})") from None
+    if shape[:3] != (8000, 1, 2) or shape[3] == 0:
+        raise ConfigError(
+            setting_label("recording_notice"),
+            f"{value!r} must be 8 kHz mono 16-bit PCM with some audio (sox in.wav -r 8000 -c 1 -b 16 out.wav)",
+        )
     return value
 
 

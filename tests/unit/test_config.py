@@ -42,6 +42,9 @@ def test_postgres_and_redis_urls_are_accepted() -> None:
         ({"CTIHUB_DEFAULT_REGION": "XX"}, "CTIHUB_DEFAULT_REGION"),
         ({"CTIHUB_DEMO": "perhaps"}, "CTIHUB_DEMO"),
         ({"CTIHUB_LOG_LEVEL": "LOUD"}, "CTIHUB_LOG_LEVEL"),
+        ({"CTIHUB_RECORDING_DEFAULT": "sometimes"}, "CTIHUB_RECORDING_DEFAULT"),
+        ({"CTIHUB_RECORDING_NOTICE": "/nonexistent/notice.wav"}, "CTIHUB_RECORDING_NOTICE"),
+        ({"CTIHUB_RECORDING_NOTICE": __file__}, "CTIHUB_RECORDING_NOTICE"),  # not a WAV
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], setting: str) -> None:
@@ -56,3 +59,24 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     file.write_text("x")
     with pytest.raises(ConfigError, match="CTIHUB_DATA_DIR"):
         load_settings({"data_dir": str(file)}, {})
+
+
+def test_a_notice_that_is_not_8khz_mono_is_refused(tmp_path: Path) -> None:
+    import wave
+
+    notice = tmp_path / "notice.wav"
+    with wave.open(str(notice), "wb") as wav:  # CD quality: the hub plays 8 kHz G.711
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(44100)
+        wav.writeframes(bytes(4 * 441))
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"data_dir": str(tmp_path)}, {"CTIHUB_RECORDING_NOTICE": str(notice)})
+    assert caught.value.setting.startswith("CTIHUB_RECORDING_NOTICE") and "8 kHz mono" in str(caught.value)
+    good = tmp_path / "good.wav"
+    with wave.open(str(good), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(bytes(1600))
+    assert load_settings({"data_dir": str(tmp_path)}, {"CTIHUB_RECORDING_NOTICE": str(good)}).recording_notice == str(good)
