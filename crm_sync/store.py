@@ -486,11 +486,12 @@ class CrmStore:
         ivr_path: Sequence[str] | None = None,
         recording_id: str | None = None,
         transcript_ref: str | None = None,
+        to_outbox: bool = True,
         now: datetime | None = None,
     ) -> bool:
         """Set the wrap-up disposition (and notes, IVR path, recording and transcript
-        references, each when given) and queue an 'interaction.updated' message carrying
-        the whole record; False if unknown."""
+        references, each when given) and, with `to_outbox` (a hub with an external CRM),
+        queue an 'interaction.updated' message carrying the whole record; False if unknown."""
         changes: dict[str, Any] = {"disposition": disposition}
         if notes is not None:
             changes["notes"] = notes
@@ -507,20 +508,21 @@ class CrmStore:
             for name, value in changes.items():
                 setattr(row, name, value)
             await session.flush()
-            _outbox.enqueue(
-                session, kind="interaction.updated",
-                idempotency_key=f"interaction.updated:{interaction_id}:{uuid.uuid4().hex}",
-                stream=interaction_id, payload=_interaction_view(row).to_dict(), now=now or _utcnow(),
-            )
+            if to_outbox:
+                _outbox.enqueue(
+                    session, kind="interaction.updated",
+                    idempotency_key=f"interaction.updated:{interaction_id}:{uuid.uuid4().hex}",
+                    stream=interaction_id, payload=_interaction_view(row).to_dict(), now=now or _utcnow(),
+                )
             customer_id = row.customer_id
         await self._changed(customer_id)
         return True
 
     async def add_interaction_note(
-        self, interaction_id: str, *, text: str, author: str, now: datetime | None = None
+        self, interaction_id: str, *, text: str, author: str, to_outbox: bool = True, now: datetime | None = None
     ) -> str | None:
-        """Append a note to the interaction and queue a 'note.added' message; returns the
-        note's id, or None if the interaction is unknown."""
+        """Append a note to the interaction and, with `to_outbox`, queue a 'note.added'
+        message; returns the note's id, or None if the interaction is unknown."""
         if not text.strip():
             raise ValueError("a note needs some text")
         now = now or _utcnow()
@@ -530,12 +532,13 @@ class CrmStore:
             if row is None:
                 return None
             row.notes = f"{row.notes}\n{text}" if row.notes else text
-            _outbox.enqueue(
-                session, kind="note.added", idempotency_key=f"note.added:{note_id}", stream=interaction_id,
-                payload={"note_id": note_id, "interaction_id": interaction_id, "customer_id": row.customer_id,
-                         "author": author, "text": text, "created_at": now.isoformat()},
-                now=now,
-            )
+            if to_outbox:
+                _outbox.enqueue(
+                    session, kind="note.added", idempotency_key=f"note.added:{note_id}", stream=interaction_id,
+                    payload={"note_id": note_id, "interaction_id": interaction_id, "customer_id": row.customer_id,
+                             "author": author, "text": text, "created_at": now.isoformat()},
+                    now=now,
+                )
             customer_id = row.customer_id
         await self._changed(customer_id)
         return note_id

@@ -1,9 +1,9 @@
 """The contact center: joins the call legs, the router, the CRM and the agents' sessions.
 
-Owns: the life of a contact from arrival to its written interaction; carrying out the
-router's commands (offers, withdrawals, state announcements); building the screen pop;
-the offer timeout. Every outbound fact leaves through `_publish`, once, to the bus and to
-the agents concerned.
+Owns: the life of a contact from arrival to its written interaction and the agent's
+wrap-up of it (disposition and notes); carrying out the router's commands (offers,
+withdrawals, state announcements); building the screen pop; the offer timeout. Every
+outbound fact leaves through `_publish`, once, to the bus and to the agents concerned.
 Must never: parse SIP or touch sockets (the voice service does), or decide routing
 (the pure router does).
 """
@@ -14,9 +14,10 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from crm_sync.phones import normalize_phone
@@ -24,9 +25,9 @@ from crm_sync.profile import CustomerProfile, CustomerSummary
 from crm_sync.store import CrmStore
 from cti import events as ev
 from cti.agents.sessions import SessionRegistry
+from cti.bus import EventBus
 from cti.calls.agent_leg import AgentLegEnd
 from cti.registrar.bindings import Binding
-from cti.bus import EventBus
 from recordings.service import RecordingRefused
 from routing import (
     AgentState,
@@ -40,8 +41,25 @@ from routing import (
 
 log = logging.getLogger(__name__)
 
-PROFILE_MASKED_FIELDS = ("number",)
-INTERACTION_WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # full account numbers stay out of agents' pops
+PROFILE_MASKED_FIELDS = ("number",)  # full account numbers stay out of agents' pops
+INTERACTION_WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+# The wrap-up codes an agent chooses from; the desktop gets them in `hello`.
+DEFAULT_DISPOSITIONS = (
+    "resolved",
+    "callback_requested",
+    "complaint",
+    "trade_query",
+    "kyc_documents_requested",
+    "not_interested",
+)
+MAX_WRAPUP_NOTES = 4000
+# How many handled contacts the center remembers for their wrap-up (oldest forgotten
+# first): enough for every agent's last calls, bounded so memory does not grow.
+WRAPUP_MEMORY = 1000
+# A wrap-up sent right after the call ended waits this long for the interaction's row
+# (the write retries with backoff for about 15 s when the database blinks).
+WRAPUP_WAIT_S = 20.0
 
 
 class VoiceControl(Protocol):
@@ -67,7 +85,7 @@ class Contact:
     dialled: str
     queue: str
     started_at: datetime
-    identity: "asyncio.Task[CallerIdentity]"
+    identity: asyncio.Task[CallerIdentity]
     queued_at: float | None = None  # monotonic, once the hub answered and routing has it
     answered_at: datetime | None = None
     agent_id: str | None = None  # accepted by
@@ -93,12 +111,47 @@ class RecordingControl(Protocol):
 
 
 class CenterError(Exception):
-    """An agent's request cannot be carried out; `code` is a stable slug for clients."""
+    """An agent's request cannot be carried out; `code` is a stable slug for clients,
+    `field` the request field at fault when there is one."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WrapUp:
+    """A checked wrap-up: what the agent concluded about one interaction."""
+
+    disposition: str
+    notes: str | None  # None: no note (blank text counts as none)
+
+
+def check_wrapup(disposition: object, notes: object, *, allowed: Sequence[str]) -> WrapUp:
+    """The wrap-up an agent sent, checked; CenterError naming the field otherwise. Pure."""
+    if disposition is None or disposition == "":
+        raise CenterError("missing_field", f"disposition is required: one of {', '.join(allowed)}", field="disposition")
+    if not isinstance(disposition, str) or disposition not in allowed:
+        raise CenterError("bad_field", f"disposition must be one of {', '.join(allowed)}; got {disposition!r}", field="disposition")
+    if notes is not None and not isinstance(notes, str):
+        raise CenterError("bad_field", "notes must be a string", field="notes")
+    if notes is not None and len(notes) > MAX_WRAPUP_NOTES:
+        raise CenterError("bad_field", f"notes are longer than {MAX_WRAPUP_NOTES} characters", field="notes")
+    text = notes.strip() if notes is not None else ""
+    return WrapUp(disposition=disposition, notes=text or None)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Handled:
+    """A contact an agent took, until its wrap-up is no longer wanted."""
+
+    agent_id: str
+    contact_id: str
+    interaction_id: str
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+    stored: bool = False  # the interaction's row exists (set with `written`)
 
 
 @dataclass
@@ -118,8 +171,11 @@ class ContactCenter:
     _by_call: dict[str, str] = field(default_factory=dict)
     _offer_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _logout_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    _background: set["asyncio.Task[Any]"] = field(default_factory=set)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
     contacts_handled: dict[str, int] = field(default_factory=dict)
+    dispositions: tuple[str, ...] = DEFAULT_DISPOSITIONS
+    _handled: OrderedDict[str, _Handled] = field(default_factory=OrderedDict)  # by interaction id
+    _last_handled: dict[str, str] = field(default_factory=dict)  # agent -> their latest interaction id
 
     def attach_voice(self, voice: VoiceControl) -> None:
         self._voice = voice
@@ -328,6 +384,7 @@ class ContactCenter:
         contact.agent_id = username
         contact.phone_ringing = False
         contact.answered_at = _utc_now()
+        self._remember_handled(username, contact)
         self._publish(
             ev.ContactAssigned(occurred_at=contact.answered_at, contact_id=contact.contact_id, queue=contact.queue, agent_id=username)
         )
@@ -376,6 +433,85 @@ class ContactCenter:
         if self._voice is None:
             raise CenterError("no_voice", "the voice service is not running")
         self._voice.hang_up(contact.call_id)
+
+    # --- wrap-up ---------------------------------------------------------------------
+
+    async def wrap_up(
+        self,
+        username: str,
+        *,
+        interaction_id: str | None = None,
+        contact_id: str | None = None,
+        disposition: object = None,
+        notes: object = None,
+    ) -> dict[str, Any]:
+        """The agent's disposition and notes for a contact they handled, stored on its
+        interaction in the CRM (the disposition replaces an earlier one; a note is added
+        to those already there). Returns what was stored; CenterError naming the field."""
+        handled = self._handled_by(username, interaction_id=interaction_id, contact_id=contact_id)
+        wrap = check_wrapup(disposition, notes, allowed=self.dispositions)
+        contact = self._contacts.get(handled.contact_id)
+        if contact is not None and not contact.ended:
+            raise CenterError("call_in_progress", "wrap up after the call has ended")
+        try:
+            await asyncio.wait_for(handled.written.wait(), WRAPUP_WAIT_S)
+        except TimeoutError:
+            raise CenterError("interaction_not_written", "the call's interaction is not stored yet; try again") from None
+        if not handled.stored:
+            raise CenterError("interaction_not_written", "the call's interaction could not be stored in the CRM")
+        try:
+            found = await self.crm.update_interaction_wrapup(
+                handled.interaction_id, disposition=wrap.disposition, to_outbox=self.sync_to_crm
+            )
+            if found and wrap.notes is not None:
+                await self.crm.add_interaction_note(
+                    handled.interaction_id, text=wrap.notes, author=username, to_outbox=self.sync_to_crm
+                )
+        except Exception:
+            log.exception("wrap-up of interaction %s by %s failed", handled.interaction_id, username)
+            raise CenterError("crm_unavailable", "the CRM could not store the wrap-up; try again") from None
+        if not found:
+            raise CenterError("no_such_interaction", f"interaction {handled.interaction_id} is not in the CRM",
+                              field="interaction_id")
+        if self._last_handled.get(username) == handled.interaction_id and self.router.agent_state(username) == AgentState.WRAP_UP:
+            self._route(lambda now: self.router.wrap_up_done(username, now))  # the after-call work is done
+        return {
+            "interaction_id": handled.interaction_id,
+            "contact_id": handled.contact_id,
+            "disposition": wrap.disposition,
+            "note_added": wrap.notes is not None,
+        }
+
+    def _handled_by(self, username: str, *, interaction_id: str | None, contact_id: str | None) -> _Handled:
+        if interaction_id is None and contact_id is None:
+            raise CenterError("missing_field", "interaction_id (or contact_id) is required", field="interaction_id")
+        for name, value in (("interaction_id", interaction_id), ("contact_id", contact_id)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise CenterError("bad_field", f"{name} must be a non-empty string", field=name)
+        if interaction_id is not None:
+            handled = self._handled.get(interaction_id)
+            name, value = "interaction_id", interaction_id
+        else:
+            handled = next((h for h in reversed(self._handled.values()) if h.contact_id == contact_id), None)
+            name, value = "contact_id", contact_id or ""
+        # Someone else's interaction answers like an unknown one: ids are not for probing.
+        if handled is None or handled.agent_id != username:
+            raise CenterError("no_such_interaction", f"{value} is not a contact you handled recently", field=name)
+        return handled
+
+    def _remember_handled(self, username: str, contact: Contact) -> None:
+        self._handled[contact.interaction_id] = _Handled(
+            agent_id=username, contact_id=contact.contact_id, interaction_id=contact.interaction_id
+        )
+        self._last_handled[username] = contact.interaction_id
+        while len(self._handled) > WRAPUP_MEMORY:
+            self._handled.popitem(last=False)
+
+    def _interaction_settled(self, interaction_id: str, *, stored: bool) -> None:
+        handled = self._handled.get(interaction_id)
+        if handled is not None:
+            handled.stored = stored
+            handled.written.set()
 
     def agent_status(self, username: str) -> dict[str, Any]:
         contact_id = self.router.contact_of(username)
@@ -492,21 +628,21 @@ class ContactCenter:
     ) -> None:
         identity = await _identity_or_unknown(contact.identity)
         customer_id = identity.profile.customer_id if identity.profile is not None else None
-        record: dict[str, Any] = dict(
-            customer_id=customer_id,
-            channel=contact.channel,
-            direction="inbound",
-            caller_number=contact.caller_e164 or contact.caller,
-            dialled=contact.dialled,
-            queue=contact.queue,
-            agent_id=contact.agent_id,
-            started_at=contact.started_at,
-            answered_at=contact.answered_at,
-            ended_at=ended_at,
-            outcome=outcome,
-            call_id=contact.call_id,
-            disposition=disposition,
-        )
+        record: dict[str, Any] = {
+            "customer_id": customer_id,
+            "channel": contact.channel,
+            "direction": "inbound",
+            "caller_number": contact.caller_e164 or contact.caller,
+            "dialled": contact.dialled,
+            "queue": contact.queue,
+            "agent_id": contact.agent_id,
+            "started_at": contact.started_at,
+            "answered_at": contact.answered_at,
+            "ended_at": ended_at,
+            "outcome": outcome,
+            "call_id": contact.call_id,
+            "disposition": disposition,
+        }
         interaction_id = None
         # A database that blinks (failover, restart) must not cost the record: retry with
         # backoff. The id is fixed first, so a retry after a commit whose answer was lost
@@ -518,9 +654,10 @@ class ContactCenter:
             try:
                 interaction_id = await self.crm.record_interaction(**record)
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of the store is worth a retry
                 log.warning("writing the interaction of call %s failed (attempt %d): %s", contact.call_id, attempt, exc)
                 await asyncio.sleep(delay)
+        self._interaction_settled(contact.interaction_id, stored=interaction_id is not None)
         if interaction_id is None:
             log.error("interaction of call %s NOT written; the record: %r", contact.call_id, record)
             return
@@ -582,6 +719,7 @@ def screen_pop(contact: Contact, identity: CallerIdentity, *, offer_timeout_s: f
     return {
         "type": "screen_pop",
         "contact_id": contact.contact_id,
+        "interaction_id": contact.interaction_id,  # what the agent's wrap-up names
         "call_id": contact.call_id,
         "channel": contact.channel,
         "caller": contact.caller,
@@ -606,7 +744,7 @@ def _caller_name(identity: CallerIdentity) -> str:
     return "unknown caller"
 
 
-async def _identity_or_unknown(task: "asyncio.Task[CallerIdentity]") -> CallerIdentity:
+async def _identity_or_unknown(task: asyncio.Task[CallerIdentity]) -> CallerIdentity:
     # A CRM that fails must not stop the call: the pop then says "unknown caller".
     try:
         return await asyncio.shield(task)
@@ -620,10 +758,10 @@ def _agents_concerned(event: ev.Event) -> tuple[str, ...]:
     return (agent,) if isinstance(agent, str) else ()
 
 
-def _log_failure(task: "asyncio.Task[Any]") -> None:
+def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed", exc_info=task.exception())
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

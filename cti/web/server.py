@@ -1,9 +1,10 @@
 """Routes of the hub's HTTP server (aiohttp).
 
 Thin: every route reads its input, checks it, calls one service and shapes the answer.
-Every route but /healthz, /metrics and POST /api/login asks `require` (cti.web.guard)
-for a session allowed the route's permission (cti.web.auth); the contract is in
-docs/api.md.
+Every route but /healthz, /metrics, POST /api/login and the desktop's static page asks
+`require` (cti.web.guard) for a session allowed the route's permission (cti.web.auth);
+the contract is in docs/api.md. The desktop page and the customer routes are in
+cti.web.desktop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cti.center import CenterError, ContactCenter
 from cti.directory.store import DirectoryStore
 from cti.web.auth import Permission, permissions_of, same_origin
 from cti.web.crm_outbox import add_outbox_routes
+from cti.web.desktop import add_desktop_routes
 from cti.web.errors import ApiError, api_error, api_errors
 from cti.web.guard import (
     AUTH,
@@ -48,6 +50,8 @@ DIRECTORY = web.AppKey("directory", DirectoryStore)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
+WRAP_UPS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("wrap_ups")  # being stored
+WRAP_UP_SHUTDOWN_WAIT_S = 5.0
 
 MAX_USERNAME = 64
 MAX_PASSWORD = 1024
@@ -76,6 +80,8 @@ def make_app(
     app[REGISTRY] = registry
     app[HEALTH] = health
     app[WEBSOCKETS] = set()
+    app[WRAP_UPS] = set()
+    app.on_shutdown.append(_finish_wrap_ups)
     app[AUTH] = AuthService(
         sessions=sessions,
         directory=directory,
@@ -92,6 +98,7 @@ def make_app(
     app.router.add_get("/api/users", list_users)
     app.router.add_post("/api/users/{username}/{action:disable|enable}", set_user_disabled)
     app.router.add_get("/ws/agent", agent_socket)
+    add_desktop_routes(app, center)  # the agent desktop page, customer search and view
     if outbox is not None:
         add_outbox_routes(app, outbox, wake=wake_outbox)  # admin: dead letters and replays
     if webhooks is not None:
@@ -220,11 +227,23 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     request.app[WEBSOCKETS].add(socket)
     auth.watch(socket, session)
     sessions.attach(username, socket)
+    # Wrap-ups wait on the CRM: they run beside the reading loop, so that an offer can
+    # be accepted while one is being stored, and they finish even if the agent closes
+    # the tab right after saving.
+    pending = request.app[WRAP_UPS]
     try:
         center.agent_connected(username)
-        await socket.send_json({"type": "hello", "protocol": 1, **center.agent_status(username)})
+        await socket.send_json(
+            {"type": "hello", "protocol": 1, **center.agent_status(username), "dispositions": list(center.dispositions)}
+        )
         async for message in socket:
             if message.type == WSMsgType.TEXT:
+                wrap = _wrap_up_request(message.data)
+                if wrap is not None:
+                    task = asyncio.create_task(_answer_wrap_up(socket, center, username, wrap))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    continue
                 reply = _handle_agent_message(center, username, message.data)
                 if reply is not None:
                     await socket.send_json(reply)
@@ -281,7 +300,53 @@ def _handle_agent_message(center: ContactCenter, username: str, text: str) -> di
             return {"type": "ok", "request": kind, "contact_id": contact_id}
         return {"type": "error", "error": "unknown_type", "field": "type", "detail": f"unknown message type {kind!r}"}
     except CenterError as err:
-        return {"type": "error", "error": err.code, "detail": err.detail, "request": kind}
+        return _center_error(kind, err)
+
+
+def _center_error(kind: str, err: CenterError) -> dict[str, Any]:
+    reply = {"type": "error", "error": err.code, "detail": err.detail, "request": kind}
+    if err.field is not None:
+        reply["field"] = err.field
+    return reply
+
+
+def _wrap_up_request(text: str) -> dict[str, Any] | None:
+    """The message when it is a `wrap_up` (a JSON object of that type), else None."""
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) and message.get("type") == "wrap_up" else None
+
+
+async def _answer_wrap_up(socket: web.WebSocketResponse, center: ContactCenter, username: str, message: dict[str, Any]) -> None:
+    try:
+        stored = await center.wrap_up(
+            username,
+            interaction_id=message.get("interaction_id"),
+            contact_id=message.get("contact_id"),
+            disposition=message.get("disposition"),
+            notes=message.get("notes"),
+        )
+        reply: dict[str, Any] = {"type": "ok", "request": "wrap_up", **stored}
+    except CenterError as err:
+        reply = _center_error("wrap_up", err)
+    try:
+        await socket.send_json(reply)
+    except (ConnectionError, RuntimeError):
+        log.info("wrap-up answer for %s not delivered: the websocket closed", username)
+
+
+async def _finish_wrap_ups(app: web.Application) -> None:
+    """At shutdown: wrap-ups being stored get a few seconds to finish, then are cancelled."""
+    running: set[asyncio.Task[None]] = app[WRAP_UPS]
+    tasks = list(running)
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=WRAP_UP_SHUTDOWN_WAIT_S)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
 
 
 def _field_error(kind: str, field: str, detail: str) -> dict[str, Any]:
