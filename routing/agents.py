@@ -50,10 +50,17 @@ class AgentRecord:
     # changes: the expression lookup, the queues whose base requirement the agent meets
     # (`member_of`, for statistics), and of those, the first routing step they match
     # (`first_step`, for routing; a queue without steps counts as step 0).
+    # `profile_key` changes with every new profile (never reused): requirement verdicts
+    # are remembered under it. `score`: per best-proficiency queue, the agent's levels
+    # over the skills the queue and their first step name.
     lookup: Callable[[str], Value] = field(default=lambda name: 0)
+    profile_key: int = 0
     member_of: set[str] = field(default_factory=set)
     first_step: dict[str, int] = field(default_factory=dict)
-    listed: tuple[str, ...] = ()  # the queues whose free-agent index holds the agent now
+    score: dict[str, int] = field(default_factory=dict)
+    # Where the free-agent index holds the agent now: queue -> (rank key, channels,
+    # profile key).
+    listed: dict[str, tuple[tuple[float, ...], tuple[str, ...], int]] = field(default_factory=dict)
 
     @property
     def agent_id(self) -> str:
@@ -80,6 +87,4 @@ def has_room(agent: AgentRecord, channel: str, contacts: Mapping[str, ContactRec
     held = held_by_channel(agent, contacts)
     if held.get(channel, 0) >= capacity.get(channel, 0):
         return False
-    if agent.profile.voice_exclusive and held and (channel == "voice" or "voice" in held):
-        return False
-    return True
+    return not (agent.profile.voice_exclusive and held and (channel == "voice" or "voice" in held))

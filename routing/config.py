@@ -41,7 +41,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing.expressions import Expr, ParseError, Value, names, parse
-from routing.model import ActionKind, AgentProfile, QueueAction, QueueConfig, RoutingStep, Rule, Strategy
+from routing.model import (
+    ActionKind,
+    AgentProfile,
+    QueueAction,
+    QueueConfig,
+    RoutingStep,
+    Rule,
+    Strategy,
+)
 from routing.router import Router
 
 

@@ -9,12 +9,22 @@ routing state, import asyncio, do I/O or read a clock.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from routing.agents import AgentRecord
-from routing.expressions import Expr, Name, ParseError, Predicate, Value, compile_predicate, names, parse
-from routing.model import ActionKind, QueueConfig, RoutingError, Strategy
+from routing.expressions import (
+    Expr,
+    Name,
+    ParseError,
+    Predicate,
+    Value,
+    compile_predicate,
+    names,
+    parse,
+)
+from routing.model import ActionKind, AgentProfile, QueueConfig, RoutingError, Strategy
 from routing.queueing import ContactRecord
 
 
@@ -25,6 +35,8 @@ class CompiledQueue:
     base_checks: tuple[Predicate, ...]
     step_checks: tuple[Predicate, ...]
     step_times: tuple[float, ...]
+    # The names the base requirement and each routing step read (one entry without steps).
+    named: tuple[frozenset[str], ...]
 
 
 def compile_expression(text: str, what: str) -> Expr:
@@ -42,17 +54,19 @@ def compile_queue(q: QueueConfig) -> CompiledQueue:
     steps = tuple(
         (s.after_s, compile_expression(s.requirement, f"queue {q.name!r} step {i}")) for i, s in enumerate(q.steps)
     )
-    if steps and (steps[0][0] != 0 or any(a[0] > b[0] for a, b in zip(steps, steps[1:]))):
+    if steps and (steps[0][0] != 0 or any(a[0] > b[0] for a, b in itertools.pairwise(steps))):
         raise RoutingError("bad_queue", f"queue {q.name!r}: steps must start at 0 and go up")
     for action in (q.on_full, q.on_timeout):
         if action.kind is ActionKind.OVERFLOW and not action.to_queue:
             raise RoutingError("bad_queue", f"queue {q.name!r}: overflow needs to_queue")
+    base_names = frozenset(n for e in base for n in names(e))
     return CompiledQueue(
         base=tuple(base),
         steps=steps,
         base_checks=tuple(compile_predicate(e) for e in base),
         step_checks=tuple(compile_predicate(e) for _, e in steps),
         step_times=tuple(t for t, _ in steps),
+        named=tuple(base_names | names(e) for _, e in steps) or (base_names,),
     )
 
 
@@ -82,9 +96,9 @@ def match(compiled: CompiledQueue, contact: ContactRecord, agent: AgentRecord, n
     step = agent.first_step.get(contact.queue)
     if step is None:
         return None
-    lookup = agent.lookup
-    for check, relaxed_at in contact.checks:
-        if (relaxed_at is None or now < relaxed_at) and not check(lookup):
+    key, lookup = agent.profile_key, agent.lookup
+    for req, relaxed_at in contact.requirements:
+        if (relaxed_at is None or now < relaxed_at) and not req.holds(key, lookup):
             return None
     # Steps are cumulative and their times ascending, so the first step the agent
     # matches is the one to report, and if it is not reached yet no later one is.
@@ -93,11 +107,19 @@ def match(compiled: CompiledQueue, contact: ContactRecord, agent: AgentRecord, n
     return step
 
 
+def contact_names(contact: ContactRecord, now: float) -> set[str]:
+    """The names the contact's requirements in force at `now` read."""
+    return {n for req, t in contact.requirements if t is None or now < t for n in req.names}
+
+
 def skills_named(compiled: CompiledQueue, contact: ContactRecord, step: int, now: float) -> set[str]:
-    exprs = [*compiled.base, *(e for e, t in contact.requirements if t is None or now < t)]
-    if compiled.steps:
-        exprs.append(compiled.steps[step][1])
-    return {n for e in exprs for n in names(e)}
+    return contact_names(contact, now) | compiled.named[step if compiled.steps else 0]
+
+
+def step_score(compiled: CompiledQueue, step: int, profile: AgentProfile) -> int:
+    """The agent's proficiency over the names the queue's base requirement and their
+    step read (`rank` adds the contact's own for BEST_PROFICIENCY)."""
+    return sum(profile.level(s) for s in compiled.named[step if compiled.steps else 0] if s not in profile.attributes)
 
 
 def rank(

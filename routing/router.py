@@ -52,11 +52,21 @@ Policy:
 How decisions stay fast (the policy above is what they compute; this is only how):
 after every input no waiting contact is eligible for any free agent, so the next input
 only has to look at what changed since. Contacts that arrived, were put back or whose
-eligibility widened with time (see `timers`) are matched against the free agents listed
-for their queue; agents that became free (or changed) are matched against the waiting
-contacts of the queues they qualify for, best first. Each agent's standing per queue
-(base requirement, first step matched) is kept, not re-evaluated per contact. The order
-and the choices are exactly those of one full pass over every waiting contact.
+eligibility widened with time (see `timers`) are matched against the free agents of
+their queue, which `freeagents` keeps per queue and channel in the order of the queue's
+strategy: the walk stops at the first eligible agent (for best proficiency, once no
+agent further down can catch up with what the contact's own requirements add). Agents
+that became free (or changed) are matched against the waiting contacts of the queues
+they qualify for, best first, and only as far as needed. Each agent's standing per
+queue (base requirement, first step matched, proficiency score) is kept, not
+re-evaluated per contact, and a contact's own requirements are compiled once per text
+and their verdict remembered per agent profile (`requirements`). The order and the
+choices are exactly those of one full pass over every waiting contact that ranks every
+free agent (tests/unit/test_routing_oracle.py holds the router to that).
+
+Determinism: the same inputs with the same `now`, in the same order, give the same
+state and commands, in any process (no clock, no randomness, and no decision depends
+on the iteration order of a set): what lets `redis_store` keep replicas in step.
 """
 
 from __future__ import annotations
@@ -67,8 +77,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from routing.agents import AgentRecord, agent_lookup, has_room, held_by_channel
-from routing.expressions import Expr, Predicate, Value, bind, compile_predicate, to_text
-from routing.matching import CompiledQueue, compile_expression, compile_queue, match, rank, skills_named, standing
+from routing.expressions import (
+    Expr,
+    ParseError,
+    Predicate,
+    Value,
+    bind,
+    compile_predicate,
+)
+from routing.freeagents import FreeAgents, standing_key
+from routing.matching import (
+    CompiledQueue,
+    compile_expression,
+    compile_queue,
+    contact_names,
+    match,
+    rank,
+    skills_named,
+    standing,
+    step_score,
+)
 from routing.model import (
     AGENT_TRANSITIONS,
     ActionKind,
@@ -90,11 +118,23 @@ from routing.model import (
     Strategy,
     WithdrawOffer,
 )
-from routing.queueing import ContactRecord, ListKey, WaitingLists, effective_priority
+from routing.queueing import (
+    ContactRecord,
+    Head,
+    ListKey,
+    WaitingLists,
+    effective_priority,
+)
+from routing.requirements import Requirement, Requirements
 from routing.stats import RoutingStats
 from routing.timers import Timers
 
 _S = AgentState
+# A walk that has found nobody eligible after this many agents narrows by requirements.
+_NARROW_AFTER = 16
+# Changed agents are ranked directly, not found by walking the queue's free agents,
+# while there are fewer than 1/_RANK_DIRECTLY of them.
+_RANK_DIRECTLY = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +162,14 @@ class Router:
         self._waiting = WaitingLists(self._contacts)
         self._timers = Timers(self._contacts, self._agents)
         self._free: set[str] = set()  # agents an offer could go to now
-        self._free_in: dict[str, set[str]] = {}  # per queue: free agents with a step there
+        self._index = FreeAgents()  # per queue and channel: the free agents, best first
+        self._by_order: list[AgentRecord] = []
+        self._by_profile: dict[int, AgentRecord] = {}  # by AgentRecord.profile_key
+        self._reqs = Requirements()
+        self._profiles = 0  # AgentRecord.profile_key source
+        # Per skill, the highest level any agent has ever had in it: a bound on what a
+        # contact's own requirements can add to a best-proficiency score.
+        self._max_level: dict[str, int] = {}
         # What changed since the last match: only these can make a new pair.
         self._dirty_agents: set[str] = set()
         self._dirty_contacts: set[str] = set()
@@ -149,8 +196,10 @@ class Router:
         if profile.agent_id in self._agents:
             raise RoutingError("duplicate_agent", f"agent {profile.agent_id!r} already exists")
         self._check_profile(profile)
-        agent = AgentRecord(profile=profile, order=len(self._agents), lookup=agent_lookup(profile))
+        agent = AgentRecord(profile=profile, order=len(self._agents))
+        self._set_profile(agent, profile)
         self._agents[profile.agent_id] = agent
+        self._by_order.append(agent)
         self._derive(agent, self._queues)
         self.stats.agent_configured(profile.agent_id, frozenset(agent.member_of), sum(profile.capacity.values()))
 
@@ -161,7 +210,6 @@ class Router:
         self._queues[q.name] = q
         self._compiled[q.name] = compiled
         self._waiting.add_queue(q.name)
-        self._free_in[q.name] = set()
         self.stats.queue_configured(q.name, q.service_level_s)
         self._restaff(q.name)
 
@@ -175,8 +223,7 @@ class Router:
             if profile.capacity.get(channel, 0) < count:
                 raise RoutingError("capacity_in_use", f"agent {profile.agent_id!r} holds {count} {channel} contacts")
         self._set_now(now)
-        agent.profile = profile
-        agent.lookup = agent_lookup(profile)
+        self._set_profile(agent, profile)
         self._derive(agent, self._queues)
         self.stats.agent_configured(profile.agent_id, frozenset(agent.member_of), sum(profile.capacity.values()))
         self._refresh(agent)
@@ -193,6 +240,7 @@ class Router:
         self._set_now(now)
         self._queues[q.name] = q
         self._compiled[q.name] = compiled
+        self._waiting.forget_heads(q.name)  # its priority or aging may have changed
         self.stats.queue_configured(q.name, q.service_level_s)
         self._restaff(q.name)
         self._rebuild_timers()  # its steps and maximum wait may have changed
@@ -288,12 +336,15 @@ class Router:
             raise RoutingError("unknown_queue", f"no queue {queue!r}")
         if contact_id in self._contacts:
             raise RoutingError("duplicate_contact", f"contact {contact_id!r} is already routed")
-        reqs: list[tuple[Expr, float | None]] = []
+        reqs: list[tuple[Requirement, float | None]] = []
         sig: list[str] = []  # see ContactRecord.sig
         if requirements:
-            expr = compile_expression(requirements, "requirements")
-            reqs.append((expr, None))
-            sig.append(to_text(expr))
+            try:
+                req = self._reqs.of(self._reqs.parse(requirements))
+            except ParseError as err:
+                raise RoutingError("bad_expression", f"requirements: {err}") from None
+            reqs.append((req, None))
+            sig.append(req.text)
         attrs = dict(attributes or {})
         for rule in self._rules:
             if not rule.when(attrs.get):
@@ -303,8 +354,9 @@ class Router:
                 if bound is None:
                     continue  # names an attribute the contact lacks: the rule does not apply
                 relax = rule.rule.relax_after_s
-                reqs.append((bound, None if relax is None else now + relax))
-                sig.append(to_text(bound) + ("" if relax is None else f" @{relax!r}"))
+                req = self._reqs.of(bound)
+                reqs.append((req, None if relax is None else now + relax))
+                sig.append(req.text + ("" if relax is None else f" @{relax!r}"))
             priority += rule.rule.priority
         self._set_now(now)
         self._seq += 1
@@ -317,7 +369,6 @@ class Router:
             seq=self._seq,
             priority=priority,
             requirements=reqs,
-            checks=[(compile_predicate(e), t) for e, t in reqs],
             sig=tuple(sorted(sig)),
         )
         if preferred_agent is not None and preferred_agent in self._agents and preferred_for_s > 0:
@@ -415,6 +466,26 @@ class Router:
         return self._done(out)
 
     # --- queries --------------------------------------------------------------------
+
+    def has_agent(self, agent_id: str) -> bool:
+        return agent_id in self._agents
+
+    def has_queue(self, name: str) -> bool:
+        return name in self._queues
+
+    def profile(self, agent_id: str) -> AgentProfile:
+        return self._agent(agent_id).profile
+
+    def queue(self, name: str) -> QueueConfig:
+        if name not in self._queues:
+            raise RoutingError("unknown_queue", f"no queue {name!r}")
+        return self._queues[name]
+
+    def queues(self) -> list[str]:
+        return list(self._queues)
+
+    def agents(self) -> list[str]:
+        return list(self._agents)
 
     def agent_state(self, agent_id: str) -> AgentState:
         return self._agent(agent_id).state
@@ -594,46 +665,85 @@ class Router:
         q = self._queues[contact.queue]
         self._timers.contact_waiting(contact, self._compiled[contact.queue].step_times, q.max_wait_s)
 
+    def _set_profile(self, agent: AgentRecord, profile: AgentProfile) -> None:
+        self._profiles += 1
+        self._by_profile.pop(agent.profile_key, None)
+        agent.profile, agent.profile_key, agent.lookup = profile, self._profiles, agent_lookup(profile)
+        self._by_profile[agent.profile_key] = agent
+        levels = self._max_level
+        for skill in (*profile.skills, *profile.proficiency):
+            if skill not in profile.attributes and profile.level(skill) > levels.get(skill, 0):
+                levels[skill] = profile.level(skill)
+
     def _derive(self, agent: AgentRecord, queues: Iterable[str]) -> None:
-        """Recompute the agent's standing in `queues` (membership, first step)."""
+        """Recompute the agent's standing in `queues` (membership, first step, score)."""
         for name in queues:
-            member, step = standing(self._compiled[name], agent.lookup)
+            compiled = self._compiled[name]
+            member, step = standing(compiled, agent.lookup)
             if member:
                 agent.member_of.add(name)
             else:
                 agent.member_of.discard(name)
             if step is None:
                 agent.first_step.pop(name, None)
+                agent.score.pop(name, None)
             else:
                 agent.first_step[name] = step
+                if self._queues[name].strategy is Strategy.BEST_PROFICIENCY:
+                    agent.score[name] = step_score(compiled, step, agent.profile)
+                else:
+                    agent.score.pop(name, None)
 
     def _restaff(self, queue: str) -> None:
+        # The queue's strategy may have changed, and with it the shape of every key in
+        # its lists: rebuild them rather than mix old and new keys.
+        self._index.drop_queue(queue)
         for agent in self._agents.values():
+            agent.listed.pop(queue, None)
             self._derive(agent, (queue,))
             p = agent.profile
             self.stats.agent_configured(p.agent_id, frozenset(agent.member_of), sum(p.capacity.values()))
             self._refresh(agent)
 
     def _refresh(self, agent: AgentRecord) -> None:
-        """Keep `_free` and `_free_in` exact: logged in, asking for nothing else, no offer
-        pending, not wrapping up, and room on some channel. A free agent is marked for
-        matching, since any call here may have given them room or forgotten declines."""
+        """Keep `_free` and the free-agent index exact: logged in, asking for nothing
+        else, no offer pending, not wrapping up, and room on some channel; listed in
+        every queue they have a step in, under the channels they have room on, by their
+        current rank key. A free agent is marked for matching, since any call here may
+        have given them room or forgotten declines."""
         agent_id = agent.profile.agent_id
-        free = (
+        channels: tuple[str, ...] = ()
+        if (
             agent.state in (_S.AVAILABLE, _S.BUSY)
             and agent.wants is _S.AVAILABLE
             and agent.offered is None
             and agent.wrap_until is None
-            and any(has_room(agent, ch, self._contacts) for ch in agent.profile.capacity)
-        )
-        listed = tuple(agent.first_step) if free else ()
-        if listed != agent.listed:
-            for name in agent.listed:
-                self._free_in[name].discard(agent_id)
-            for name in listed:
-                self._free_in[name].add(agent_id)
-            agent.listed = listed
-        if free:
+        ):
+            channels = tuple(ch for ch in agent.profile.capacity if has_room(agent, ch, self._contacts))
+        listed = agent.listed
+        index = self._index
+        if channels:
+            queues = self._queues
+            pk = agent.profile_key
+            wanted = {
+                name: (standing_key(queues[name].strategy, agent, agent.score.get(name, 0)), channels, pk)
+                for name in agent.first_step
+            }
+        else:
+            wanted = {}
+        if wanted != listed:
+            for name, entry in listed.items():
+                if wanted.get(name) != entry:
+                    key, chans, old_pk = entry
+                    for ch in chans:
+                        index.remove(name, ch, key, old_pk)
+            for name, entry in wanted.items():
+                if listed.get(name) != entry:
+                    key, chans, new_pk = entry
+                    for ch in chans:
+                        index.add(name, ch, key, new_pk)
+            agent.listed = wanted
+        if channels:
             self._free.add(agent_id)
             self._dirty_agents.add(agent_id)
         else:
@@ -767,7 +877,8 @@ class Router:
         what can pair up: changed contacts against every free agent of their queue,
         and, in the queues where a changed free agent stands, the waiting contacts
         against the changed agents; every other pair was ineligible at the last pass
-        and eligibility only widens with time through the timers' events."""
+        and eligibility only widens with time through the timers' events. It ends as
+        soon as neither a changed contact nor a changed free agent is left."""
         widened = self._timers.widened(now)
         full, self._full = self._full, False
         dirty_contacts, self._dirty_contacts = self._dirty_contacts | widened, set()
@@ -778,45 +889,61 @@ class Router:
         lists = self._waiting.lists
         # queue -> changed free agents standing in it, not yet offered anything
         dirty_in: dict[str, set[str]] = {}
-        for agent_id in dirty_agents:
-            if agent_id in self._free:
-                for name in agents[agent_id].first_step:
-                    dirty_in.setdefault(name, set()).add(agent_id)
-        # Heap entries: (-effective priority, arrival, seq, queue, list key, index, contact);
-        # index >= 0 walks that waiting list, -1 is one changed contact alone.
-        heap: list[tuple[int, float, int, str, ListKey, int, str]] = []
-        for name in queues if full else dirty_in:
-            q = queues[name]
-            for key, ids in lists[name].items():
-                head = contacts[ids[0]]
-                if not full and key[1] and not self._any_meets(head, dirty_in[name], now):
-                    continue  # see _any_meets
-                heap.append((-effective_priority(q, head, now), head.arrived, head.seq, name, key, 0, ""))
+        dirty_free = {a for a in dirty_agents if a in self._free}
+        for agent_id in sorted(dirty_free):
+            for name in agents[agent_id].first_step:
+                dirty_in.setdefault(name, set()).add(agent_id)
+        # Heap entries: (-effective priority, arrival, seq, queue, list key, index, contact,
+        # head): index >= 0 walks that waiting list, -1 is one changed contact alone; head
+        # >= 0 is the entry's place in its queue's `heads`, whose next head then joins.
+        heap: list[tuple[int, float, int, str, ListKey, int, str, int]] = []
+        heads: dict[str, list[Head]] = {}
+        if full:
+            for name, q in queues.items():
+                for key, ids in lists[name].items():
+                    head = contacts[ids[0]]
+                    heap.append((-effective_priority(q, head, now), head.arrived, head.seq, name, key, 0, "", -1))
+        else:
+            for name in dirty_in:
+                heads[name] = self._waiting.heads(queues[name], now)
+                if heads[name]:
+                    eff, arrived, seq, key = heads[name][0]
+                    heap.append((eff, arrived, seq, name, key, 0, "", 0))
+        changed_left = 0  # changed contacts' entries still in the heap
         if not full:
             for cid in dirty_contacts:
                 c = contacts.get(cid)
                 if c is not None and c.agent is None:
                     q = queues[c.queue]
                     key = (c.priority, c.sig)
-                    heap.append((-effective_priority(q, c, now), c.arrived, c.seq, c.queue, key, -1, cid))
+                    heap.append((-effective_priority(q, c, now), c.arrived, c.seq, c.queue, key, -1, cid, -1))
+                    changed_left += 1
         heapq.heapify(heap)
         offered: list[ContactRecord] = []
         while heap:
-            _, _, _, name, key, i, cid = heapq.heappop(heap)
+            if not full and not changed_left and not dirty_free:
+                break  # nothing changed is left to pair up
+            _, _, _, name, key, i, cid, j = heapq.heappop(heap)
             if i < 0:
                 changed = True
+                changed_left -= 1
             else:
+                if j >= 0 and j + 1 < len(heads[name]):
+                    eff, arrived, seq, next_key = heads[name][j + 1]
+                    heapq.heappush(heap, (eff, arrived, seq, name, next_key, 0, "", j + 1))
                 ids = lists[name][key]
                 cid = ids[i]
+                if i == 0 and not full and key[1] and not self._any_meets(contacts[cid], dirty_in[name], now):
+                    continue  # see _any_meets; checked only for the lists the pass reaches
                 if i + 1 < len(ids) and (full or dirty_in[name]):
                     nxt = contacts[ids[i + 1]]
                     eff = effective_priority(queues[name], nxt, now)
-                    heapq.heappush(heap, (-eff, nxt.arrived, nxt.seq, name, key, i + 1, ""))
+                    heapq.heappush(heap, (-eff, nxt.arrived, nxt.seq, name, key, i + 1, "", -1))
                 if not full and cid in dirty_contacts:
                     continue  # it has its own entry
                 changed = full
-            pool = self._free_in[name] if changed else dirty_in[name]
-            if not pool:
+            pool = None if changed else dirty_in[name]
+            if pool is not None and not pool:
                 continue
             contact = contacts[cid]
             best = self._best(contact, pool, now)
@@ -826,6 +953,7 @@ class Router:
             self._make_offer(contact, agent, step, now, out)
             offered.append(contact)
             agent_id = agent.profile.agent_id
+            dirty_free.discard(agent_id)
             for queue_name in agent.first_step:  # one pending offer per agent
                 dirty_in.get(queue_name, set()).discard(agent_id)
             if not self._free:
@@ -838,15 +966,95 @@ class Router:
         force at `now`. If none does, none meets those of any contact in the list: they
         share the same requirements and relaxing delays (`sig`), and the head arrived
         first, so it is the one with the fewest still in force."""
-        active = [check for check, relaxed_at in head.checks if relaxed_at is None or now < relaxed_at]
         agents = self._agents
-        return any(all(check(agents[a].lookup) for check in active) for a in agent_ids)
+        for agent_id in agent_ids:
+            agent = agents[agent_id]
+            key, lookup = agent.profile_key, agent.lookup
+            for req, relaxed_at in head.requirements:
+                if (relaxed_at is None or now < relaxed_at) and not req.holds(key, lookup):
+                    break
+            else:
+                return True
+        return False
 
-    def _best(self, contact: ContactRecord, pool: Iterable[str], now: float) -> tuple[AgentRecord, int] | None:
-        """The best agent of `pool` with room for and eligible to the contact."""
+    def _best(self, contact: ContactRecord, pool: set[str] | None, now: float) -> tuple[AgentRecord, int] | None:
+        """The best agent with room for and eligible to the contact, among `pool` or,
+        when None, every free agent of its queue."""
+        queue, channel = contact.queue, contact.channel
         if contact.preferred_agent is not None and now < contact.prefer_until:
             # only the preferred agent qualifies meanwhile
-            pool = (contact.preferred_agent,) if contact.preferred_agent in pool else ()
+            agent = self._agents[contact.preferred_agent]
+            listed = agent.listed.get(queue)
+            if listed is None or channel not in listed[1] or (pool is not None and agent.agent_id not in pool):
+                return None
+            step = match(self._compiled[queue], contact, agent, now)
+            return None if step is None else (agent, step)
+        if pool is not None and _RANK_DIRECTLY * len(pool) < self._index.count(queue, channel):
+            return self._rank_pool(contact, pool, now)
+        return self._walk(contact, pool, now)
+
+    def _walk(self, contact: ContactRecord, pool: set[str] | None, now: float) -> tuple[AgentRecord, int] | None:
+        """`_best` by walking the queue's free agents in rank order: the first eligible
+        one wins, since the rank does not depend on the contact, except for best
+        proficiency, where the contact's own requirements add to the score; there the
+        walk goes on while an agent further down could still catch up. A walk that has
+        found nobody after a few agents (a contact few can take, or none) narrows to the
+        agents not known to fail the contact's requirements, and ranks those directly
+        when they are few."""
+        queue = contact.queue
+        q, compiled, by_order = self._queues[queue], self._compiled[queue], self._by_order
+        best_proficiency = q.strategy is Strategy.BEST_PROFICIENCY
+        last_pick = self._last_pick.get(queue, -1)
+        after = float(last_pick) if q.strategy is Strategy.ROUND_ROBIN else None
+        # For best proficiency the key's score covers the queue's and the step's skills;
+        # the contact's own requirements can add at most the best level anyone has in
+        # each skill they name.
+        bound = sum(self._max_level.get(n, 0) for n in contact_names(contact, now)) if best_proficiency else 0
+        named: dict[int, set[str]] = {}
+        best: tuple[tuple[float, ...], AgentRecord, int] | None = None
+        only: set[int] | None = None  # once narrowed: the profile keys that may qualify
+        for n, key in enumerate(self._index.walk(queue, contact.channel, after)):
+            if best is not None and (key[0] - bound, *key[1:]) > best[0]:
+                break  # no agent from here on can rank better
+            if n == _NARROW_AFTER and best is None:
+                only = self._not_failing(contact, now)
+                if only is not None:
+                    if not only:
+                        return None
+                    if len(only) <= _NARROW_AFTER:
+                        ids = [self._by_profile[k].agent_id for k in only]
+                        return self._rank_pool(contact, ids if pool is None else [a for a in ids if a in pool], now)
+            agent = by_order[int(key[-1])]
+            if only is not None and agent.profile_key not in only:
+                continue
+            if pool is not None and agent.agent_id not in pool:
+                continue
+            step = match(compiled, contact, agent, now)
+            if step is None:
+                continue
+            if not best_proficiency:
+                return agent, step
+            if step not in named:
+                named[step] = skills_named(compiled, contact, step, now)
+            r = rank(q, agent, named[step], last_pick, len(self._agents))
+            if best is None or r < best[0]:
+                best = (r, agent, step)
+        return None if best is None else (best[1], best[2])
+
+    def _not_failing(self, contact: ContactRecord, now: float) -> set[int] | None:
+        """The profile keys of the free agents of the contact's queue and channel not
+        known to fail a requirement of the contact in force at `now`; None when it has
+        none (nothing to narrow by)."""
+        active = [req for req, relaxed_at in contact.requirements if relaxed_at is None or now < relaxed_at]
+        if not active:
+            return None
+        keys = set(self._index.members(contact.queue, contact.channel))
+        for req in active:
+            keys -= req.fails
+        return keys
+
+    def _rank_pool(self, contact: ContactRecord, pool: Iterable[str], now: float) -> tuple[AgentRecord, int] | None:
+        """`_best` by ranking a few changed agents directly."""
         agents, contacts = self._agents, self._contacts
         q = self._queues[contact.queue]
         compiled = self._compiled[contact.queue]

@@ -173,6 +173,65 @@ class RoutingStats:
             "agents": {agent_id: self.agent_snapshot(agent_id, now) for agent_id in self._agents},
         }
 
+    # --- snapshots -------------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Everything, JSON-ready, for a store's snapshot (`restore` takes it back)."""
+        return {
+            "window_s": self.window_s,
+            "changed": [sorted(self._dirty_queues), sorted(self._dirty_agents)],
+            "queues": {
+                name: {
+                    "service_level_s": q.service_level_s,
+                    "waiting": [[cid, at] for cid, at in q.waiting.items()],
+                    "agents": dict(q.agents),
+                    "answered": [list(e) for e in q.answered],
+                    "abandoned": [list(e) for e in q.abandoned],
+                    "handled": [list(e) for e in q.handled],
+                }
+                for name, q in self._queues.items()
+            },
+            "agents": {
+                agent_id: {
+                    "queues": sorted(a.queues),
+                    "capacity": a.capacity,
+                    "state": a.state.value,
+                    "since": a.since,
+                    "reason": a.reason,
+                    "contacts": a.contacts,
+                    "handled": a.handled,
+                    "missed": a.missed,
+                }
+                for agent_id, a in self._agents.items()
+            },
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> RoutingStats:
+        stats = cls(window_s=data["window_s"])
+        stats._dirty_queues, stats._dirty_agents = set(data["changed"][0]), set(data["changed"][1])
+        for name, q in data["queues"].items():
+            stats._queues[name] = _Queue(
+                service_level_s=q["service_level_s"],
+                waiting={cid: at for cid, at in q["waiting"]},
+                agents=dict(q["agents"]),
+                answered=deque((at, v) for at, v in q["answered"]),
+                abandoned=deque((at, v) for at, v in q["abandoned"]),
+                handled=deque((at, v) for at, v in q["handled"]),
+            )
+        for agent_id, a in data["agents"].items():
+            stats._agents[agent_id] = _Agent(
+                queues=frozenset(a["queues"]),
+                capacity=a["capacity"],
+                state=_S(a["state"]),
+                since=a["since"],
+                reason=a["reason"],
+                contacts=a["contacts"],
+                handled=a["handled"],
+                missed=a["missed"],
+            )
+        return stats
+
     def _count(self, a: _Agent, delta: int) -> None:
         if a.state is _S.OFFLINE:
             return

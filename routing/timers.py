@@ -48,17 +48,27 @@ class Timers:
         assert agent.wrap_until is not None
         heapq.heappush(self.wraps, (agent.wrap_until, agent.order, agent.agent_id))
 
-    def contact_waiting(self, contact: ContactRecord, steps: tuple[float, ...], max_wait_s: float | None) -> None:
-        """The contact (with a fresh `version`) entered a waiting list."""
+    def contact_waiting(
+        self,
+        contact: ContactRecord,
+        steps: tuple[float, ...],
+        max_wait_s: float | None,
+        *,
+        seen_at: float | None = None,
+    ) -> None:
+        """The contact (with a fresh `version`) entered a waiting list. `seen_at`: the
+        router already matched it at that time (a restored snapshot), so eligibility
+        changes reached by then are not due again."""
         cid, seq, version, entered = contact.contact_id, contact.seq, contact.version, contact.entered
         if max_wait_s is not None:
             heapq.heappush(self.max_waits, (entered + max_wait_s, seq, cid, version))
         for after_s in steps:
-            heapq.heappush(self.widen, (entered + after_s, seq, cid, version, after_s))
-        heapq.heappush(self.widen, (contact.prefer_until, seq, cid, version, -1.0))
-        for _, relaxed_at in contact.requirements:
-            if relaxed_at is not None:
-                heapq.heappush(self.widen, (relaxed_at, seq, cid, version, -1.0))
+            if seen_at is None or seen_at - entered < after_s:
+                heapq.heappush(self.widen, (entered + after_s, seq, cid, version, after_s))
+        times = [contact.prefer_until, *(t for _, t in contact.requirements if t is not None)]
+        for t in times:
+            if seen_at is None or seen_at < t:
+                heapq.heappush(self.widen, (t, seq, cid, version, -1.0))
 
     def clear_waiting(self) -> None:
         """Forget every waiting contact's entries (the caller records them again)."""

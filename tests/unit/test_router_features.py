@@ -254,6 +254,25 @@ def test_best_proficiency_then_longest_idle() -> None:
     assert offers(r.contact_arrived("c3", "q", 5)) == [("c3", "ok")]
 
 
+def test_best_proficiency_counts_the_skills_the_contact_requires() -> None:
+    # The queue alone ranks "crypto_star" first; a contact that also needs compliance
+    # counts that skill too, and "all_round" has more of both together.
+    q = QueueConfig(name="q", requirement="crypto >= 1", strategy=Strategy.BEST_PROFICIENCY)
+    r = Router(
+        [q],
+        [
+            agent("crypto_star", {"crypto": 5, "compliance": 1}),
+            agent("all_round", {"crypto": 3, "compliance": 5}),
+            agent("idle_longest", {"crypto": 1, "compliance": 1}),
+        ],
+    )
+    for i, a in enumerate(["idle_longest", "crypto_star", "all_round"]):
+        ready(r, a, i)
+    assert offers(r.contact_arrived("c1", "q", 5, requirements="compliance >= 1")) == [("c1", "all_round")]
+    assert offers(r.contact_arrived("c2", "q", 6)) == [("c2", "crypto_star")]
+    assert offers(r.contact_arrived("c3", "q", 7, requirements="compliance >= 1")) == [("c3", "idle_longest")]
+
+
 def test_round_robin_rotates_in_agent_order() -> None:
     r = Router([QueueConfig(name="q", strategy=Strategy.ROUND_ROBIN)], [agent("a"), agent("b"), agent("c")])
     for i, a in enumerate("cab"):

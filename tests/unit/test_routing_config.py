@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from routing import DEFAULT_RULES, AgentState, ConfigError, OfferContact, build_router, load_config
+from routing import (
+    DEFAULT_RULES,
+    AgentState,
+    ConfigError,
+    OfferContact,
+    build_router,
+    load_config,
+)
 from routing.model import ActionKind, Strategy
 
 yaml = pytest.importorskip("yaml")
