@@ -5,10 +5,12 @@ Owns one `CallRecorder` per recorded call, fed from the voice service's media ta
 started when the legs are bridged if the queue's policy says "always", or when the
 agent asks if it says "on demand"; paused and resumed for PCI; stopped when the
 agent's part of the call ends (hang-up or transfer), then registered in the hash chain
-with its interaction. Must never: decide policy (that is `policy`), block the event
-loop (encoding and file writes run in the recorder's worker thread), or lose a
-finished file silently (a database that fails is retried; the file stays on disk and
-`ctihub recordings verify` reports it as unregistered if every retry fails).
+with its interaction. All its recorders share one `RecorderWorker`: one hand-off to a
+worker thread per interval for every call recorded, not one per call.
+Must never: decide policy (that is `policy`), block the event loop (encoding and file
+writes run in the worker's thread), or lose a finished file silently (a database
+that fails is retried; the file stays on disk and `ctihub recordings verify` reports
+it as unregistered if every retry fails).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cti import events as ev
@@ -26,6 +28,7 @@ from recordings.policy import RecordingPolicy
 from recordings.recorder import CallRecorder, RecordingError
 from recordings.storage import new_recording_id
 from recordings.store import RecordingStore
+from recordings.worker import RecorderWorker
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +80,14 @@ class RecordingService:
         default_policy: RecordingPolicy,
         publish: Callable[[ev.Event], None],
         executor: Executor | None = None,
-        wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._taps = taps
         self._policies = dict(policies)
         self._default = default_policy
         self._publish = publish
-        self._executor = executor
+        self._worker = RecorderWorker(executor=executor)
         self._wall_clock = wall_clock
         self._active: dict[str, ActiveRecording] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -166,6 +169,7 @@ class RecordingService:
             self.segment_ended(call_id)
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        self._worker.close()
 
     # --- internals -------------------------------------------------------------------
 
@@ -178,7 +182,7 @@ class RecordingService:
     def _start(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None, by: str) -> str | None:
         recording_id = new_recording_id()
         path = self._store.storage.new_path(recording_id, self._wall_clock())
-        recorder = CallRecorder(path, executor=self._executor, wall_clock=self._wall_clock)
+        recorder = CallRecorder(path, worker=self._worker, wall_clock=self._wall_clock)
         if not self._taps.add_tap(call_id, recorder.tap):
             return None  # not a call of this hub process
         current = ActiveRecording(
@@ -217,7 +221,7 @@ class RecordingService:
                     queue=current.queue, agent_id=current.agent_id, interaction_id=current.interaction_id,
                 )
                 break
-            except Exception as exc:  # the database: retried, the file is safe on disk meanwhile
+            except Exception as exc:  # noqa: BLE001 -- the database: retried, the file is safe on disk meanwhile
                 if delay is None:
                     log.error("recording %s (%s) NOT registered after %d attempts: %s",
                               current.recording_id, result.path, attempt, exc)

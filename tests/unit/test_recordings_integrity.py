@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from recordings.integrity import GENESIS, ChainChecker, ChainedRow, ChainEntry, ProblemKind, chain_hash
+from recordings.integrity import (
+    GENESIS,
+    ChainChecker,
+    ChainedRow,
+    ChainEntry,
+    ProblemKind,
+    chain_hash,
+)
 
-T = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def entry(seq: int, **changes: object) -> ChainEntry:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -21,7 +21,7 @@ from recordings.policy import (
     retention_until,
 )
 
-T = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -58,10 +58,10 @@ def test_unknown_mode_is_refused() -> None:
 
 
 def test_retention_counts_from_the_end_of_the_call_and_never_rounds_down() -> None:
-    assert retention_until(T, 5) == datetime(2030, 3, 1, 12, 0, tzinfo=timezone.utc)
-    leap = datetime(2024, 2, 29, 9, 30, tzinfo=timezone.utc)
-    assert add_years(leap, 5) == datetime(2029, 3, 1, 9, 30, tzinfo=timezone.utc)
-    assert add_years(leap, 4) == datetime(2028, 2, 29, 9, 30, tzinfo=timezone.utc)
+    assert retention_until(T, 5) == datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
+    leap = datetime(2024, 2, 29, 9, 30, tzinfo=UTC)
+    assert add_years(leap, 5) == datetime(2029, 3, 1, 9, 30, tzinfo=UTC)
+    assert add_years(leap, 4) == datetime(2028, 2, 29, 9, 30, tzinfo=UTC)
 
 
 def _verdict(now: datetime, *, hold: bool = False, until: datetime | None = None, deleted: bool = False) -> PurgeVerdict:

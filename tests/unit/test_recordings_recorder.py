@@ -97,13 +97,13 @@ async def test_decoding_mixing_and_writing_happen_off_the_event_loop(tmp_path: P
     recorder = CallRecorder(tmp_path / "r.wav", interval_s=0.05)
     threads: set[int] = set()
     assembler = recorder._assembler
-    original = assembler.packet
+    original = assembler.feed
 
-    def spy(*args: object) -> None:
+    def spy(*args: object, **kwargs: object) -> None:
         threads.add(threading.get_ident())
-        original(*args)  # type: ignore[arg-type]
+        original(*args, **kwargs)  # type: ignore[arg-type]
 
-    assembler.packet = spy  # type: ignore[method-assign,assignment]
+    assembler.feed = spy  # type: ignore[method-assign]
     await recorder.start()
     await play_call(recorder, 0.6)
     await recorder.stop()
