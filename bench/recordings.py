@@ -20,6 +20,11 @@ so that set-up timing stays as in bench/sip.py.
   `recorded_mb_per_call_minute` from the files themselves (stereo 16-bit 8 kHz is
   1.92 MB a minute).
 - `recordings`: files found after the recording hub stopped; `loss_percent` per run.
+- Per run, `machine_busy_percent` (both CPUs, over the plateau) and `bench_cpu_percent`:
+  on a shared machine, a run whose machine was busier than the hub, this process and
+  sipp account for had other work competing for the CPUs, which inflates the hub's CPU
+  figure; compare the runs' figures before trusting the overhead. The load average at
+  the start is in `machine`.
 Target: `recording_cpu_overhead_pct` at most 20.
 """
 
@@ -86,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
     sip_args = sipbench.parse_args([
         "--agents", str(args.calls), "--media-levels", str(args.calls), "--media-plateau", str(args.plateau),
     ])
@@ -126,6 +132,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "passed": level.passed,
                 "why": level.why,
                 "hub_cpu_percent": level.hub_cpu_percent,
+                "bench_cpu_percent": level.bench_cpu_percent,
+                "machine_busy_percent": level.machine_busy_percent,
                 "loss_percent": level.loss_percent,
                 "bridged_with_rtp": level.bridged_with_rtp,
                 "plateau_s": level.plateau_s,
@@ -152,7 +160,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "target": {"recording_cpu_overhead_pct": TARGET_OVERHEAD_PCT},
         "target_met": overhead is not None and overhead <= TARGET_OVERHEAD_PCT and plain["passed"] and recorded["passed"],
         "runs": runs,
-        "machine": sipbench.machine(),
+        "machine": {**sipbench.machine(), "load_average_1m_at_start": load_at_start},
         "quick": args.quick,
     }
 
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         log(f"interrupted; logs kept in {workdir}")
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- whatever failed: say so, keep the logs
         log(f"bench/recordings.py failed: {exc!r}; logs kept in {workdir}")
         return 1
     if not args.keep:
