@@ -8,6 +8,13 @@ the epoch when a password changes or an account is disabled, which ends every se
 issued before. One user may have several websockets (two tabs, a desk and a laptop):
 messages go to all of them.
 
+Every message to a user is numbered (`seq`, within the user's `stream`) and kept for a
+while in the user's journal, sockets or not: a desktop whose connection dropped
+reconnects with the last number it saw and gets what it missed (`replay_after`), so a
+screen pop sent during a network blip is not lost. The journal is bounded in count and
+age (`JOURNAL_MESSAGES`, `JOURNAL_S`); a desktop that was away longer learns that it
+could not resume and rebuilds its view from `hello`.
+
 Sessions live in the process: with several hub processes, a token works only on the
 process that issued it (the load balancer must keep a client on one process).
 Must never keep a token itself, or decide who may do what (cti.web.auth does).
@@ -20,6 +27,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +37,11 @@ log = logging.getLogger(__name__)
 SESSION_TTL_S = 12 * 3600
 _PURGE_EVERY_S = 600.0
 _MAX_REVOKED = 10_000
+# Long enough to cover the logout grace period (15 s) with room for a slow reconnect;
+# short enough that a desktop coming back later rebuilds from `hello` instead of
+# replaying a stale pop.
+JOURNAL_S = 60.0
+JOURNAL_MESSAGES = 200
 
 
 class Socket(Protocol):
@@ -46,6 +59,43 @@ class Session:
     session_epoch: int = 0
 
 
+@dataclass(slots=True)
+class _Journal:
+    """One user's numbered messages of the last `JOURNAL_S` seconds."""
+
+    stream: str
+    seq: int = 0
+    entries: deque[tuple[int, float, str]] = field(default_factory=lambda: deque(maxlen=JOURNAL_MESSAGES))
+
+    def add(self, text: str, now: float) -> None:
+        self.entries.append((self.seq, now, text))
+        while self.entries and self.entries[0][1] < now - JOURNAL_S:
+            self.entries.popleft()
+
+    def after(self, seq: int, now: float) -> list[str] | None:
+        """The messages numbered after `seq`, or None when some of them are gone."""
+        while self.entries and self.entries[0][1] < now - JOURNAL_S:
+            self.entries.popleft()
+        if seq > self.seq or seq < 0:
+            return None
+        if seq == self.seq:
+            return []
+        if not self.entries or self.entries[0][0] > seq + 1:
+            return None
+        return [text for n, _, text in self.entries if n > seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """What a reconnecting socket is told: the stream and number to remember, whether
+    the messages it missed follow (`resumed`), and those messages."""
+
+    stream: str
+    seq: int
+    resumed: bool
+    missed: tuple[str, ...]
+
+
 @dataclass
 class SessionRegistry:
     clock: Callable[[], float]
@@ -54,6 +104,7 @@ class SessionRegistry:
     # Why revoked sessions ended (digest -> reason, expiry), so that a client that
     # presents one again learns why ("the account is disabled"), not just "unknown".
     _revoked: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _journals: dict[str, _Journal] = field(default_factory=dict)
     _next_purge: float = 0.0
 
     def create(self, *, username: str, role: str, display_name: str, session_epoch: int = 0) -> tuple[str, Session]:
@@ -120,11 +171,37 @@ class SessionRegistry:
             del self._sessions[key]
         for key in [k for k, (_, until) in self._revoked.items() if until < now]:
             del self._revoked[key]
+        for journal in self._journals.values():
+            journal.after(journal.seq, now)  # drops what is too old to be replayed
 
     # --- websockets ------------------------------------------------------------------
 
     def attach(self, username: str, socket: Socket) -> None:
         self._sockets.setdefault(username, set()).add(socket)
+
+    def resume(self, username: str, stream: str | None, seq: int | None) -> Resumption:
+        """For a socket about to attach: the messages after `seq` of `stream` (what a
+        dropped desktop missed), when the journal still holds all of them.
+
+        Call `attach` after sending them with no await in between the last call of this
+        and `attach`, or a message sent meanwhile would be missed; see
+        `cti.web.server.agent_socket`.
+        """
+        journal = self._journal(username)
+        if stream != journal.stream or seq is None:
+            return Resumption(stream=journal.stream, seq=journal.seq, resumed=False, missed=())
+        missed = journal.after(seq, self.clock())
+        if missed is None:
+            return Resumption(stream=journal.stream, seq=journal.seq, resumed=False, missed=())
+        return Resumption(stream=journal.stream, seq=journal.seq, resumed=True, missed=tuple(missed))
+
+    def _journal(self, username: str) -> _Journal:
+        journal = self._journals.get(username)
+        if journal is None:
+            # A new stream each time the hub starts or the journal is created: a number
+            # from another stream never matches, so it can never replay the wrong thing.
+            journal = self._journals[username] = _Journal(stream=secrets.token_hex(6))
+        return journal
 
     def detach(self, username: str, socket: Socket) -> int:
         """Remove one socket; returns how many the user still has open."""
@@ -141,8 +218,13 @@ class SessionRegistry:
         return [s for sockets in self._sockets.values() for s in sockets]
 
     async def send(self, username: str, message: dict[str, Any]) -> int:
-        """Send to every open socket of the user; returns how many got it."""
-        text = json.dumps(message, separators=(",", ":"), default=str)
+        """Number the message, keep it in the user's journal, and send it to every open
+        socket of the user; returns how many got it (0 while the user has none: the
+        journal keeps it for a reconnect)."""
+        journal = self._journal(username)
+        journal.seq += 1
+        text = json.dumps({**message, "seq": journal.seq}, separators=(",", ":"), default=str)
+        journal.add(text, self.clock())
         sent = 0
         for socket in list(self._sockets.get(username, ())):
             try:

@@ -226,26 +226,25 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
     auth = request.app[AUTH]
     request.app[WEBSOCKETS].add(socket)
     auth.watch(socket, session)
-    sessions.attach(username, socket)
     # Wrap-ups wait on the CRM: they run beside the reading loop, so that an offer can
     # be accepted while one is being stored, and they finish even if the agent closes
     # the tab right after saving.
     pending = request.app[WRAP_UPS]
     try:
         center.agent_connected(username)
-        await socket.send_json(
-            {"type": "hello", "protocol": 1, **center.agent_status(username), "dispositions": list(center.dispositions)}
-        )
+        await _greet(socket, sessions, center, username, request.query.get("resume"))
         async for message in socket:
             if message.type == WSMsgType.TEXT:
                 wrap = _wrap_up_request(message.data)
                 if wrap is not None:
-                    task = asyncio.create_task(_answer_wrap_up(socket, center, username, wrap))
+                    task = asyncio.create_task(_answer_wrap_up(socket, sessions, center, username, wrap))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                     continue
                 reply = _handle_agent_message(center, username, message.data)
-                if reply is not None:
+                if reply is not None and reply["type"] == "ok":
+                    await sessions.send(username, reply)  # every tab of the agent shows what was done
+                elif reply is not None:
                     await socket.send_json(reply)
             elif message.type == WSMsgType.ERROR:
                 log.info("websocket of %s failed: %s", username, socket.exception())
@@ -255,6 +254,42 @@ async def agent_socket(request: web.Request) -> web.StreamResponse:
         sessions.detach(username, socket)
         center.agent_disconnected(username)
     return socket
+
+
+async def _greet(
+    socket: web.WebSocketResponse, sessions: SessionRegistry, center: ContactCenter, username: str, resume: str | None
+) -> None:
+    """`hello`, then what a reconnecting desktop missed, then live messages.
+
+    `resume` is `<stream>:<seq>` from the desktop's last connection. The socket joins
+    the live ones only once the journal has nothing newer than what was sent on it,
+    with no await in between, so that no message falls between replay and live."""
+    stream, _, number = (resume or "").partition(":")
+    seq = int(number) if number.isdigit() else None
+    first = sessions.resume(username, stream or None, seq)
+    await socket.send_json(
+        {
+            "type": "hello",
+            "protocol": 1,
+            **center.agent_status(username),
+            "dispositions": list(center.dispositions),
+            "stream": first.stream,
+            "seq": first.seq,
+            "resumed": first.resumed,
+            "missed": len(first.missed),
+        }
+    )
+    sent_up_to = first.seq
+    for text in first.missed:
+        await socket.send_str(text)
+    while True:
+        more = sessions.resume(username, first.stream, sent_up_to)
+        if not more.missed:
+            break
+        for text in more.missed:
+            await socket.send_str(text)
+        sent_up_to = more.seq
+    sessions.attach(username, socket)
 
 
 # Desktop requests about the call's recording; the answer is the recording's status.
@@ -319,7 +354,9 @@ def _wrap_up_request(text: str) -> dict[str, Any] | None:
     return message if isinstance(message, dict) and message.get("type") == "wrap_up" else None
 
 
-async def _answer_wrap_up(socket: web.WebSocketResponse, center: ContactCenter, username: str, message: dict[str, Any]) -> None:
+async def _answer_wrap_up(
+    socket: web.WebSocketResponse, sessions: SessionRegistry, center: ContactCenter, username: str, message: dict[str, Any]
+) -> None:
     try:
         stored = await center.wrap_up(
             username,
@@ -332,6 +369,9 @@ async def _answer_wrap_up(socket: web.WebSocketResponse, center: ContactCenter, 
     except CenterError as err:
         reply = _center_error("wrap_up", err)
     try:
+        if reply["type"] == "ok":
+            await sessions.send(username, reply)  # the other tabs close their wrap-up form too
+            return
         await socket.send_json(reply)
     except (ConnectionError, RuntimeError):
         log.info("wrap-up answer for %s not delivered: the websocket closed", username)

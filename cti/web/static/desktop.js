@@ -22,6 +22,8 @@
     dispositions: [], // from `hello`: the wrap-up codes this hub accepts
     picked: null, // the customer chosen among several matches of the offered number
     viewing: null, // the customer id shown in the search's customer view
+    stream: null, // from `hello`, with `seq`: where to resume after a dropped connection
+    seq: null,
   };
 
   // --- small helpers ------------------------------------------------------------------
@@ -162,8 +164,10 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     setConnection("connecting", "Connecting…");
-    // Same origin, so the browser sends the session cookie: no token in the URL.
-    const socket = new WebSocket(`${scheme}://${location.host}/ws/agent`);
+    // Same origin, so the browser sends the session cookie: no token in the URL. After a
+    // drop, `resume` asks the hub for what was sent meanwhile (docs/websocket.md).
+    const resume = desk.stream && desk.seq !== null ? `?resume=${encodeURIComponent(`${desk.stream}:${desk.seq}`)}` : "";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/agent${resume}`);
     desk.socket = socket;
     socket.addEventListener("open", () => { desk.retryMs = 1000; setConnection("online", "Connected"); });
     socket.addEventListener("message", (event) => {
@@ -198,6 +202,7 @@
 
   function handle(message) {
     const data = message.data || {};
+    if (typeof message.seq === "number" && message.type !== "hello") desk.seq = message.seq;
     switch (message.type) {
       case "hello": return hello(message);
       case "screen_pop": return offered(message);
@@ -219,6 +224,15 @@
   function ours(data) { return desk.call && (desk.call.call_id === null || data.call_id === desk.call.call_id); }
 
   function hello(message) {
+    desk.stream = message.stream || null;
+    desk.seq = typeof message.seq === "number" ? message.seq : null;
+    if (!message.resumed && desk.pop && !desk.call && message.state !== "reserved") {
+      // Away too long to replay what was missed, and the offer is no longer ours.
+      stopCountdown();
+      show("offer-panel", false);
+      show("card-panel", false);
+      desk.pop = null;
+    }
     desk.dispositions = message.dispositions || [];
     const select = $("disposition");
     select.replaceChildren(el("option", { value: "", text: "Choose a disposition…" }),
