@@ -72,6 +72,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+# Run as a script, this file's folder comes first on sys.path, where bench/recordings.py
+# would hide the hub's `recordings` package from everything imported below.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from routing import (

@@ -66,6 +66,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+# Run as a script, this file's folder comes first on sys.path, where bench/recordings.py
+# would hide the hub's `recordings` package from everything imported below.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
