@@ -67,6 +67,8 @@ class VoiceControl(Protocol):
     async def phones_of(self, agent_id: str) -> Sequence[Binding]: ...
     def ring_agent(self, call_id: str, agent_id: str, bindings: Sequence[Binding], *, caller_name: str) -> bool: ...
     def stop_ringing(self, call_id: str, why: AgentLegEnd = ...) -> None: ...
+    def hold(self, call_id: str, *, held: bool) -> bool: ...
+    def transfer_to_queue(self, call_id: str, *, queue: str, number: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -433,6 +435,32 @@ class ContactCenter:
         if self._voice is None:
             raise CenterError("no_voice", "the voice service is not running")
         self._voice.hang_up(contact.call_id)
+
+    def hold(self, username: str, contact_id: str, *, held: bool) -> None:
+        """Hold or resume from the desktop; the `call.held` / `call.resumed` event follows."""
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.agent_id != username or contact.ended:
+            raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
+        if self._voice is None:
+            raise CenterError("no_voice", "the voice service is not running")
+        if not self._voice.hold(contact.call_id, held=held):
+            state = "on hold" if held else "not on hold"
+            raise CenterError("bad_state", f"the call is already {state}, or its phone has not answered")
+
+    def transfer(self, username: str, contact_id: str, queue: str) -> None:
+        """Blind transfer from the desktop to another queue (the caller waits there, with
+        music); the `call.transferred` event follows, as for a REFER from the phone."""
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.agent_id != username or contact.ended:
+            raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
+        if not self.router.has_queue(queue):
+            raise CenterError("unknown_queue", f"there is no queue {queue!r}", field="queue")
+        if queue == contact.queue:
+            raise CenterError("bad_field", f"the caller is already in queue {queue}", field="queue")
+        if self._voice is None:
+            raise CenterError("no_voice", "the voice service is not running")
+        if not self._voice.transfer_to_queue(contact.call_id, queue=queue, number=""):
+            raise CenterError("bad_state", "the call cannot be transferred now (its phone has not answered)")
 
     # --- wrap-up ---------------------------------------------------------------------
 

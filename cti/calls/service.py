@@ -666,6 +666,37 @@ class VoiceService:
         if call is not None:
             self._hang_up(call, ended_by="agent")
 
+    def hold(self, call_id: str, *, held: bool) -> bool:
+        """The agent puts the caller on hold from the desktop, or takes them off it.
+
+        The media is anchored here, so no re-INVITE is needed on either leg: while held
+        the relay stops both ways and the caller hears the hold music; the agent's phone
+        hears nothing. False when the call is not bridged to an answered agent leg (or
+        is already in that state)."""
+        call = self._calls.get(call_id)
+        if call is None or call.agent is None or call.agent.state != AgentLegState.ANSWERED or call.agent_media is None:
+            return False
+        if call.held == held:
+            return False
+        call.held = held
+        self._set_bridged(call, not held)
+        self.sink.hold_changed(call_id, held=held)
+        return True
+
+    def transfer_to_queue(self, call_id: str, *, queue: str, number: str) -> bool:
+        """Blind transfer from the desktop: the agent's leg ends (BYE) and the caller, with
+        music, goes back to `queue`, as after a REFER from the agent's phone. False when
+        the call has no answered agent leg or the center refuses the transfer."""
+        call = self._calls.get(call_id)
+        if call is None or call.agent is None or call.agent.state != AgentLegState.ANSWERED:
+            return False
+        if not self.sink.transferred(call_id, to_queue=queue, to_number=number):
+            return False
+        call.held = False
+        self._release_agent(call)
+        self._music(call, on=True)
+        return True
+
     def hang_up_all(self) -> None:
         for call in list(self._calls.values()):
             self._hang_up(call, ended_by="hub")

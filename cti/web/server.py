@@ -273,6 +273,7 @@ async def _greet(
             "protocol": 1,
             **center.agent_status(username),
             "dispositions": list(center.dispositions),
+            "transfer_queues": sorted(center.router.queues()),
             "stream": first.stream,
             "seq": first.seq,
             "resumed": first.resumed,
@@ -327,6 +328,21 @@ def _handle_agent_message(center: ContactCenter, username: str, text: str) -> di
                 return _field_error(kind, "contact_id", "contact_id is required")
             status = center.recording(username, contact_id, RECORDING_ACTIONS[kind])
             return {"type": "recording_status", "request": kind, "contact_id": contact_id, **status}
+        if kind in ("hold", "unhold"):
+            contact_id = message.get("contact_id")
+            if not isinstance(contact_id, str) or not contact_id:
+                return _field_error(kind, "contact_id", "contact_id is required")
+            center.hold(username, contact_id, held=kind == "hold")
+            return {"type": "ok", "request": kind, "contact_id": contact_id}
+        if kind == "transfer":
+            contact_id = message.get("contact_id")
+            if not isinstance(contact_id, str) or not contact_id:
+                return _field_error(kind, "contact_id", "contact_id is required")
+            queue = message.get("queue")
+            if not isinstance(queue, str) or not queue:
+                return _field_error(kind, "queue", "queue is required: the queue to transfer the caller to")
+            center.transfer(username, contact_id, queue)
+            return {"type": "ok", "request": kind, "contact_id": contact_id, "queue": queue}
         if kind in ("accept", "reject", "hangup"):
             contact_id = message.get("contact_id")
             if not isinstance(contact_id, str) or not contact_id:

@@ -22,6 +22,7 @@
     dispositions: [], // from `hello`: the wrap-up codes this hub accepts
     picked: null, // the customer chosen among several matches of the offered number
     viewing: null, // the customer id shown in the search's customer view
+    held: false, // the caller is on hold (from this desk or the agent's phone)
     stream: null, // from `hello`, with `seq`: where to resume after a dropped connection
     seq: null,
   };
@@ -217,6 +218,9 @@
       case "recording.resumed": if (ours(data)) recordingIs(true, false); return;
       case "recording.paused": if (ours(data)) recordingIs(true, true); return;
       case "recording.stored": if (ours(data)) recordingIs(false, false); return;
+      case "call.held": if (ours(data)) holdIs(true); return;
+      case "call.resumed": if (ours(data)) holdIs(false); return;
+      case "call.transferred": if (ours(data)) transferred(data); return;
       default: return;
     }
   }
@@ -234,6 +238,8 @@
       desk.pop = null;
     }
     desk.dispositions = message.dispositions || [];
+    const targets = $("transfer-queue");
+    targets.replaceChildren(...(message.transfer_queues || []).map((q) => el("option", { value: q, text: q })));
     const select = $("disposition");
     select.replaceChildren(el("option", { value: "", text: "Choose a disposition…" }),
       ...desk.dispositions.map((code) => el("option", { value: code, text: words(code) })));
@@ -382,6 +388,7 @@
     $("call-with").textContent = desk.call.name;
     $("call-error").textContent = "";
     recordingIs(false, false);
+    holdIs(false);
     show("call-panel", true);
     const tick = () => { $("call-timer").textContent = clock((Date.now() - desk.call.startedAt) / 1000); };
     tick();
@@ -604,6 +611,36 @@
 
   // --- wiring -------------------------------------------------------------------------
 
+  function holdIs(held) {
+    desk.held = held;
+    $("hold-toggle").textContent = held ? "Resume" : "Hold";
+    $("hold-toggle").setAttribute("aria-pressed", String(held));
+    show("hold-indicator", held);
+  }
+
+  function toggleHold() {
+    if (!desk.call) return;
+    $("call-error").textContent = "";
+    if (!send({ type: desk.held ? "unhold" : "hold", contact_id: desk.call.contact_id })) {
+      $("call-error").textContent = "Not connected: could not change the hold.";
+    }
+  }
+
+  function transfer(event) {
+    event.preventDefault();
+    const queue = $("transfer-queue").value;
+    if (!desk.call || !queue) return;
+    $("call-error").textContent = "";
+    if (!send({ type: "transfer", contact_id: desk.call.contact_id, queue })) {
+      $("call-error").textContent = "Not connected: could not transfer.";
+    }
+  }
+
+  function transferred(data) {
+    say(`Transferred to ${data.to_queue}.`);
+    endCall();
+  }
+
   function wire() {
     $("login-form").addEventListener("submit", logIn);
     $("logout").addEventListener("click", logOut);
@@ -612,6 +649,8 @@
     $("reject").addEventListener("click", reject);
     $("hangup").addEventListener("click", hangUp);
     $("rec-toggle").addEventListener("click", toggleRecording);
+    $("hold-toggle").addEventListener("click", toggleHold);
+    $("transfer-form").addEventListener("submit", transfer);
     $("wrapup-form").addEventListener("submit", saveWrapup);
     $("search-form").addEventListener("submit", search);
     $("not-agent-title").setAttribute("tabindex", "-1");
