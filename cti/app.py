@@ -54,6 +54,7 @@ from cti.web.server import AuthOptions, close_websockets, make_app
 from ivr.flows import FlowTable
 from recordings.policy import RecordingPolicy
 from recordings.policy_store import PolicyStore, seed_demo_policies
+from recordings.s3_storage import s3_storage_from_settings
 from recordings.service import RecordingService
 from recordings.storage import FileStorage
 from recordings.store import RecordingStore
@@ -195,12 +196,17 @@ class Hub:
             lambda username: directory_store.sip_credentials(username, realm=settings.sip_realm),
         )
         self.recordings = recordings = RecordingService(
-            store=RecordingStore(sessionmaker, FileStorage(settings.effective_recordings_dir)),
+            # With the S3 store, the recordings dir is the spool files wait in until uploaded.
+            store=RecordingStore(
+                sessionmaker, FileStorage(settings.effective_recordings_dir), s3_storage_from_settings(settings)
+            ),
             taps=_LateTaps(self),
             policies=await PolicyStore(sessionmaker).all(),
             default_policy=RecordingPolicy.parse(settings.recording_default),
             publish=center.publish,
+            file_format=settings.recording_format,
         )
+        recordings.resume_uploads()
         center.recordings = recordings
         self.voice = VoiceService(
             endpoint=None,

@@ -58,6 +58,18 @@ class Settings:
     recordings_dir: str = ""
     recording_default: str = "always"
     recording_notice: str | None = None  # None: the shipped cti/media/sounds/recording_notice.wav
+    # The recordings' file format (wav, or flac: lossless, about half the size) and
+    # store: files under recordings_dir, or an S3-compatible bucket (recordings_dir
+    # is then the spool that files wait in until uploaded). The S3 keys are read from
+    # the environment variables named here, never from a file or a flag.
+    recording_format: str = "wav"
+    recordings_store: str = "file"
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = "recordings/"
+    s3_region: str = "us-east-1"
+    s3_access_key_env: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
     demo: bool = False
     log_level: str = "INFO"
 
@@ -100,6 +112,14 @@ _SETTINGS = {
     "recordings_dir": ("--recordings-dir", "CTIHUB_RECORDINGS_DIR"),
     "recording_default": ("--recording-default", "CTIHUB_RECORDING_DEFAULT"),
     "recording_notice": ("--recording-notice", "CTIHUB_RECORDING_NOTICE"),
+    "recording_format": ("--recording-format", "CTIHUB_RECORDING_FORMAT"),
+    "recordings_store": ("--recordings-store", "CTIHUB_RECORDINGS_STORE"),
+    "s3_endpoint": ("--s3-endpoint", "CTIHUB_S3_ENDPOINT"),
+    "s3_bucket": ("--s3-bucket", "CTIHUB_S3_BUCKET"),
+    "s3_prefix": ("--s3-prefix", "CTIHUB_S3_PREFIX"),
+    "s3_region": ("--s3-region", "CTIHUB_S3_REGION"),
+    "s3_access_key_env": ("--s3-access-key-env", "CTIHUB_S3_ACCESS_KEY_ENV"),
+    "s3_secret_key_env": ("--s3-secret-key-env", "CTIHUB_S3_SECRET_KEY_ENV"),
     "demo": ("--demo", "CTIHUB_DEMO"),
     "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
 }
@@ -155,10 +175,19 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
             "recording_default", text("recording_default", "always").replace("-", "_"), ("always", "never", "on_demand")
         ),
         recording_notice=_notice_wav(text("recording_notice", "")) or None,
+        recording_format=_choice("recording_format", text("recording_format", "wav").lower(), ("wav", "flac")),
+        recordings_store=_choice("recordings_store", text("recordings_store", "file").lower(), ("file", "s3")),
+        s3_endpoint=_http_url("s3_endpoint", text("s3_endpoint", "")),
+        s3_bucket=_s3_bucket(text("s3_bucket", "")),
+        s3_prefix=_s3_prefix(text("s3_prefix", "recordings/")),
+        s3_region=_s3_region(text("s3_region", "us-east-1")),
+        s3_access_key_env=_env_name("s3_access_key_env", text("s3_access_key_env", "AWS_ACCESS_KEY_ID")),
+        s3_secret_key_env=_env_name("s3_secret_key_env", text("s3_secret_key_env", "AWS_SECRET_ACCESS_KEY")),
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )
     _data_dir_usable(settings.data_dir)
+    _s3_complete(settings)
     return settings
 
 
@@ -216,7 +245,7 @@ def _redis_url(value: str) -> str:
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ConfigError(setting_label("redis_url"), f"{value!r} names no host")
     try:
-        parsed.port
+        _ = parsed.port  # parsing it is the check
     except ValueError:
         raise ConfigError(setting_label("redis_url"), f"{value!r} has a bad port") from None
     return value
@@ -276,6 +305,38 @@ def _notice_wav(value: str) -> str:
             f"{value!r} must be 8 kHz mono 16-bit PCM with some audio (sox in.wav -r 8000 -c 1 -b 16 out.wav)",
         )
     return value
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _s3_bucket(value: str) -> str:
+    if value and not _BUCKET.fullmatch(value):
+        raise ConfigError(setting_label("s3_bucket"), f"{value!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
+    return value
+
+
+def _s3_prefix(value: str) -> str:
+    """Keys go under the prefix; "" is the bucket's top, otherwise it ends with "/"."""
+    value = value.strip("/")
+    if value and any(part in ("", ".", "..") for part in value.split("/")):
+        raise ConfigError(setting_label("s3_prefix"), f"{value!r} is not a usable key prefix like recordings/")
+    return f"{value}/" if value else ""
+
+
+def _s3_region(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9-]{1,32}", value):
+        raise ConfigError(setting_label("s3_region"), f"{value!r} is not a region name like eu-west-1")
+    return value
+
+
+def _s3_complete(settings: Settings) -> None:
+    """The S3 store needs its endpoint and bucket."""
+    if settings.recordings_store != "s3":
+        return
+    for name in ("s3_endpoint", "s3_bucket"):
+        if not getattr(settings, name):
+            raise ConfigError(setting_label(name), "must be set when CTIHUB_RECORDINGS_STORE is s3")
 
 
 def _webhook_secret(value: str) -> str:

@@ -4,7 +4,7 @@ Modules: `policy` (pure: when to record, retention, legal hold, PCI pause bookke
 `assembler` (pure: RTP packets to stereo PCM), `writer` (streaming stereo WAV with its
 SHA-256), `recorder` (`CallRecorder`, the asyncio shell on the voice service's media
 tap), `integrity` (pure: the hash chain and its check), `storage` (files on disk),
-`schema` and `store` (`RecordingStore`: metadata, chain, purge, holds, audit), `cli`
-(`ctihub recordings verify|purge`). QA review and scorecards, the web console and S3
-storage are not built yet.
+`flac` (the streaming FLAC writer), `s3_storage` (the S3-compatible store files are
+uploaded to once closed), `schema` and `store` (`RecordingStore`: metadata, chain,
+purge, holds, audit, uploads), `cli` (`ctihub recordings verify|purge`).
 """

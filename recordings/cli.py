@@ -1,10 +1,13 @@
 """`ctihub recordings verify` and `ctihub recordings purge`.
 
 Owns the two commands' arguments, output and exit codes: `verify` prints every
-mismatch, one per line, then a summary with the chain head (to anchor outside the
-database) and exits 1 when there was any; `purge` deletes what retention allows, prints
+mismatch, one per line, then each S3 recording still waiting for its upload (not a
+mismatch), then a summary with the chain head (to anchor outside the database) and
+exits 1 when there was any mismatch; `purge` deletes what retention allows, prints
 each purged recording and what legal holds kept, and exits 1 when a purge failed.
-Exit 2: the settings or the database are unusable. `cti.cli` mounts them with
+Exit 2: the settings or the database are unusable. Both work on either store: with
+`CTIHUB_RECORDINGS_STORE=s3` (and its settings, in the environment as for the hub)
+they check and delete objects in the bucket too. `cti.cli` mounts them with
 `add_parser(commands)` and dispatches with `run(args)`.
 Must never: migrate or otherwise change the schema (the hub does that when it starts).
 """
@@ -15,7 +18,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -23,13 +26,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cti.config import ConfigError, load_settings
 from cti.db import make_engine, make_sessionmaker
+from recordings.s3_storage import S3Storage, s3_errors, s3_storage_from_settings
 from recordings.storage import FileStorage
 from recordings.store import RecordingStore
 
-RECORDINGS_SUBDIR = "recordings"
 
-
-def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add `recordings verify|purge` to the `ctihub` parser's subcommands."""
     parser = commands.add_parser("recordings", help="integrity check and retention purge of call recordings")
     actions = parser.add_subparsers(dest="recordings_command", required=True)
@@ -54,31 +56,47 @@ def run(args: argparse.Namespace, *, environ: Mapping[str, str] | None = None, o
     flags = {"data_dir": args.data_dir, "database_url": args.database_url}
     try:
         settings = load_settings(flags, environ=environ)
+        objects = s3_storage_from_settings(settings, environ)
     except ConfigError as err:
         print(f"ctihub: {err}", file=sys.stderr)
         return 2
-    root = Path(args.recordings_dir) if args.recordings_dir else settings.data_dir / RECORDINGS_SUBDIR
+    root = Path(args.recordings_dir) if args.recordings_dir else settings.effective_recordings_dir
     url = settings.effective_database_url
     if args.recordings_command == "verify":
-        return asyncio.run(verify_command(url, root, check_files=not args.skip_files, out=out))
+        return asyncio.run(verify_command(url, root, check_files=not args.skip_files, out=out, objects=objects))
     if args.recordings_command == "purge":
-        return asyncio.run(purge_command(url, root, actor=args.actor, out=out))
+        return asyncio.run(purge_command(url, root, actor=args.actor, out=out, objects=objects))
     return 2
 
 
-async def verify_command(database_url: str, root: Path, *, check_files: bool = True, out: TextIO | None = None) -> int:
+async def verify_command(
+    database_url: str,
+    root: Path,
+    *,
+    check_files: bool = True,
+    out: TextIO | None = None,
+    objects: S3Storage | None = None,
+) -> int:
     out = out or sys.stdout
     engine = make_engine(database_url)
     try:
-        store = RecordingStore(make_sessionmaker(engine), FileStorage(root))
+        store = RecordingStore(make_sessionmaker(engine), FileStorage(root), objects)
         report = await store.verify(check_files=check_files)
     except SQLAlchemyError as err:
         print(f"ctihub: cannot read the recordings database: {_first_line(err)}", file=sys.stderr)
+        return 2
+    except s3_errors() as err:
+        print(f"ctihub: cannot read the recordings' S3 store: {_first_line(err)}", file=sys.stderr)
         return 2
     finally:
         await engine.dispose()
     for problem in report.problems:
         print(f"MISMATCH {problem}", file=out)
+    for pending in report.pending_uploads:
+        print(
+            f"PENDING upload of {pending.id} ({pending.path}): {pending.upload_error or 'not tried or in progress'}",
+            file=out,
+        )
     print(
         f"checked {report.checked} recording(s); chain head: sequence {report.head_seq} {report.head_hash}; "
         f"{len(report.problems)} mismatch(es)",
@@ -88,16 +106,25 @@ async def verify_command(database_url: str, root: Path, *, check_files: bool = T
 
 
 async def purge_command(
-    database_url: str, root: Path, *, actor: str = "retention", now: datetime | None = None, out: TextIO | None = None
+    database_url: str,
+    root: Path,
+    *,
+    actor: str = "retention",
+    now: datetime | None = None,
+    out: TextIO | None = None,
+    objects: S3Storage | None = None,
 ) -> int:
     out = out or sys.stdout
     engine = make_engine(database_url)
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     try:
-        store = RecordingStore(make_sessionmaker(engine), FileStorage(root))
+        store = RecordingStore(make_sessionmaker(engine), FileStorage(root), objects)
         report = await store.purge(moment, actor=actor)
     except SQLAlchemyError as err:
         print(f"ctihub: cannot read the recordings database: {_first_line(err)}", file=sys.stderr)
+        return 2
+    except s3_errors() as err:
+        print(f"ctihub: cannot use the recordings' S3 store: {_first_line(err)}", file=sys.stderr)
         return 2
     finally:
         await engine.dispose()

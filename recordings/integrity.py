@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 GENESIS = "0" * 64
 CHAIN_FORMAT = 1  # bump when the covered fields change; old rows keep their format
@@ -71,7 +71,7 @@ class ChainEntry:
 def _utc(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("chained timestamps must be timezone-aware")
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def chain_hash(prev_chain_hash: str, entry: ChainEntry) -> str:

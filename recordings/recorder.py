@@ -4,8 +4,8 @@ Owns the asyncio side of a recording: the tap callback (runs inside the datagram
 callback, so it only appends the packet and its arrival time to its side's bounded
 queue), `start`/`pause`/`resume`/`stop`, and what the `RecorderWorker` does with the
 recording every interval, in its executor: the pure `StereoAssembler` places, decodes
-and mixes each side's batch and the `StereoWavWriter` appends what can no longer
-change. The recording clock is the monotonic clock (the event loop's): the file lasts
+and mixes each side's batch and the file's writer (`StereoWavWriter`, or
+`StereoFlacWriter` for FLAC) appends what can no longer change. The recording clock is the monotonic clock (the event loop's): the file lasts
 from `start()` to `stop()`, to the sample.
 
 The arrival time is read per packet (about 0.1 µs), not per batch: a stream's first
@@ -16,7 +16,7 @@ the event loop several times more (reallocations) than it saved the worker.
 
 The file is written as `<path>.part` and renamed to `<path>` once closed, hashed and
 made read-only; a `.part` file is what a crash leaves (a valid WAV up to the last
-append, see `recordings.writer`).
+append, see `recordings.writer`; a FLAC stream up to its last frame, `recordings.flac`).
 Must never: decode, mix or write files on the event loop; keep the call in memory
 (at most `max_queue` packets a side, and `interval_s + latency_s` of audio plus at most
 a second ahead for a sender that runs early, are held); block in `tap`.
@@ -34,7 +34,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 from recordings.assembler import AssemblerStats, StereoAssembler
 from recordings.policy import SAMPLE_RATE, PausedInterval
@@ -48,6 +48,34 @@ _now = time.monotonic  # asyncio's default loop clock; bound once, read per pack
 
 class RecordingError(RuntimeError):
     """The recording could not be written; the partial `.part` file is left in place."""
+
+
+class ClosedAudio(Protocol):
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def frames(self) -> int: ...
+
+
+class AudioWriter(Protocol):
+    """What the recorder needs from a file format's streaming writer."""
+
+    def append(self, frames: bytes) -> None: ...
+    def close(self) -> ClosedAudio: ...
+    def abort(self) -> None: ...
+
+
+def _flac_writer(path: Path, *, durable: bool = False) -> AudioWriter:
+    # Imported on first use: soundfile loads libsndfile and numpy, which a hub that
+    # records WAV never needs.
+    from recordings.flac import StereoFlacWriter
+
+    return StereoFlacWriter(path, durable=durable)
+
+
+WRITERS: dict[str, Callable[..., AudioWriter]] = {"wav": StereoWavWriter, "flac": _flac_writer}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +116,8 @@ Collected = tuple[Queues, list[Control], int]
 class CallRecorder:
     """`worker`: shared by the hub's recordings (the `RecordingService` passes its own);
     without one, the recorder gets a worker of its own with `interval_s` and `executor`.
-    `latency_s`: how late a packet may arrive and still be recorded in its place."""
+    `latency_s`: how late a packet may arrive and still be recorded in its place.
+    `file_format`: "wav" or "flac" (the path's suffix is the caller's to match)."""
 
     def __init__(
         self,
@@ -101,8 +130,12 @@ class CallRecorder:
         worker: RecorderWorker | None = None,
         wall_clock: Callable[[], datetime] | None = None,
         durable: bool = False,
+        file_format: str = "wav",
     ) -> None:
+        if file_format not in WRITERS:
+            raise ValueError(f"unknown recording format {file_format!r}")
         self.path = Path(path)
+        self.file_format = file_format
         self.part_path = self.path.with_name(self.path.name + ".part")
         self._worker = worker or RecorderWorker(interval_s=interval_s, executor=executor)
         self._latency = round(latency_s * SAMPLE_RATE)
@@ -116,9 +149,9 @@ class CallRecorder:
         self._started_at: datetime | None = None
         self._paused = False
         self._accepting = False
-        self._opening: asyncio.Future[StereoWavWriter] | None = None
+        self._opening: asyncio.Future[AudioWriter] | None = None
         self._assembler = StereoAssembler(latency=self._latency)
-        self._writer: StereoWavWriter | None = None
+        self._writer: AudioWriter | None = None
         self._error: BaseException | None = None
         self._result: RecordingResult | None = None
 
@@ -242,11 +275,11 @@ class CallRecorder:
 
     # --- in the executor -----------------------------------------------------------
 
-    def _open(self) -> StereoWavWriter:
+    def _open(self) -> AudioWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             raise FileExistsError(f"{self.path} already exists")
-        return StereoWavWriter(self.part_path, durable=self._durable)
+        return WRITERS[self.file_format](self.part_path, durable=self._durable)
 
     def _feed(self, queues: Queues, controls: list[Control]) -> None:
         assert self._t0 is not None

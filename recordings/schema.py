@@ -4,7 +4,9 @@ Owns the ORM mapping of revision 0005_recordings. Rows of `recordings` are never
 deleted: a purge deletes the file and turns the row into a tombstone (`deleted_at`),
 which keeps the hash chain verifiable. `recording_events` (holds, retention changes,
 purges) and `recording_access` (plays, downloads) are append-only.
-`recording_policies` (revision 0009) holds each queue's policy.
+`recording_policies` (revision 0009) holds each queue's policy. Revision 0013 added
+where each file is (the filesystem, or an S3 bucket with its upload state) and its
+format; rows from before it are files, WAV.
 Must never: change the schema outside an Alembic revision.
 """
 
@@ -22,6 +24,8 @@ from cti.db import Base
 ACCESS_ACTIONS = ("play", "download")
 RECORDING_MODES = ("always", "never", "on_demand")
 EVENT_ACTIONS = ("legal_hold_set", "legal_hold_cleared", "retention_extended", "purged", "interaction_linked")
+STORAGE_KINDS = ("file", "s3")
+FILE_FORMATS = ("wav", "flac")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -30,6 +34,11 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 class Recording(Base):
     __tablename__ = "recordings"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("storage", STORAGE_KINDS), name="storage"),
+        sa.CheckConstraint(_one_of("file_format", FILE_FORMATS), name="file_format"),
+        sa.Index("ix_recordings_pending_upload", "storage", "uploaded_at"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(sa.Integer, unique=True)  # position in the hash chain
@@ -53,6 +62,16 @@ class Recording(Base):
     legal_hold: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     legal_hold_reason: Mapped[str | None] = mapped_column(sa.Text)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Where the file is: "file", at `path` under the recordings root; or "s3", the
+    # object `object_key` of the configured bucket -- until `uploaded_at` is set the
+    # file still waits at `path` in the local spool. `upload_error`: the last failed
+    # attempt, for operators (cleared by the upload that succeeds). Outside the chain:
+    # the file's SHA-256 is chained, and it is the same wherever the file lives.
+    storage: Mapped[str] = mapped_column(sa.String(8), server_default="file")
+    object_key: Mapped[str | None] = mapped_column(sa.String(1024))
+    file_format: Mapped[str] = mapped_column(sa.String(8), server_default="wav")
+    uploaded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    upload_error: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class RecordingChainHead(Base):

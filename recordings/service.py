@@ -7,10 +7,15 @@ agent asks if it says "on demand"; paused and resumed for PCI; stopped when the
 agent's part of the call ends (hang-up or transfer), then registered in the hash chain
 with its interaction. All its recorders share one `RecorderWorker`: one hand-off to a
 worker thread per interval for every call recorded, not one per call.
-Must never: decide policy (that is `policy`), block the event loop (encoding and file
-writes run in the worker's thread), or lose a finished file silently (a database
-that fails is retried; the file stays on disk and `ctihub recordings verify` reports
-it as unregistered if every retry fails).
+With an S3 store, a registered recording is then uploaded from the spool (in the S3
+store's own threads); a failed upload is retried with growing pauses for as long as
+the hub runs, logged, and noted on the row (`upload_error`, listed by `ctihub
+recordings verify`); `resume_uploads` at start-up sends what an earlier run left.
+Must never: decide policy (that is `policy`), block the event loop (encoding, file
+writes and uploads run in worker threads), or lose a finished file silently (a
+database that fails is retried; the file stays on disk and `ctihub recordings verify`
+reports it as unregistered if every retry fails; a file leaves the spool only once
+its object is checked).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from cti import events as ev
 from recordings.policy import RecordingPolicy
 from recordings.recorder import CallRecorder, RecordingError
 from recordings.storage import new_recording_id
-from recordings.store import RecordingStore
+from recordings.store import RecordingNotFound, RecordingStore, UploadOutcome
 from recordings.worker import RecorderWorker
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 MediaTap = Callable[[str, bytes], None]
 # A database that blinks must not cost a finished recording its place in the chain.
 STORE_BACKOFF_S = (0.2, 1.0, 5.0, 15.0, 60.0)
+# A bucket that is down: try again after these pauses, then every last one, forever.
+UPLOAD_BACKOFF_S = (1.0, 5.0, 30.0, 120.0, 600.0)
+# At shutdown, uploads in progress get this long before they are left for the next start.
+UPLOAD_GRACE_S = 10.0
 
 
 class TapPoint(Protocol):
@@ -81,6 +90,8 @@ class RecordingService:
         publish: Callable[[ev.Event], None],
         executor: Executor | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        file_format: str = "wav",
+        upload_backoff_s: tuple[float, ...] = UPLOAD_BACKOFF_S,
     ) -> None:
         self._store = store
         self._taps = taps
@@ -91,6 +102,9 @@ class RecordingService:
         self._wall_clock = wall_clock
         self._active: dict[str, ActiveRecording] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._format = file_format
+        self._upload_backoff = upload_backoff_s
+        self._uploads: dict[str, asyncio.Task[None]] = {}  # by recording id
 
     # --- policy --------------------------------------------------------------------
 
@@ -163,13 +177,31 @@ class RecordingService:
         self._taps.remove_tap(call_id, current.recorder.tap)
         self._spawn(self._finish(current))
 
+    @property
+    def uploads_in_progress(self) -> int:
+        """Recordings being sent to (or waiting to retry) the S3 store."""
+        return len(self._uploads)
+
+    def resume_uploads(self) -> None:
+        """At start-up: send what an earlier run left in the spool (S3 store only)."""
+        if self._store.objects is not None:
+            self._spawn(self._resume_uploads())
+
     async def drain(self) -> None:
-        """At shutdown: every recording still running is closed and registered."""
+        """At shutdown: every recording still running is closed and registered; uploads
+        get a short grace, then stay in the spool for the next start."""
         for call_id in list(self._active):
             self.segment_ended(call_id)
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         self._worker.close()
+        if self._uploads:
+            await asyncio.wait(list(self._uploads.values()), timeout=UPLOAD_GRACE_S)
+            for task in list(self._uploads.values()):
+                task.cancel()
+            await asyncio.gather(*list(self._uploads.values()), return_exceptions=True)
+        if self._store.objects is not None:
+            self._store.objects.close()
 
     # --- internals -------------------------------------------------------------------
 
@@ -181,8 +213,8 @@ class RecordingService:
 
     def _start(self, call_id: str, *, queue: str, agent_id: str | None, interaction_id: str | None, by: str) -> str | None:
         recording_id = new_recording_id()
-        path = self._store.storage.new_path(recording_id, self._wall_clock())
-        recorder = CallRecorder(path, worker=self._worker, wall_clock=self._wall_clock)
+        path = self._store.storage.new_path(recording_id, self._wall_clock(), file_format=self._format)
+        recorder = CallRecorder(path, worker=self._worker, wall_clock=self._wall_clock, file_format=self._format)
         if not self._taps.add_tap(call_id, recorder.tap):
             return None  # not a call of this hub process
         current = ActiveRecording(
@@ -233,6 +265,55 @@ class RecordingService:
             interaction_id=current.interaction_id, duration_ms=round(result.duration_s * 1000),
             sha256=result.sha256, agent_id=current.agent_id,
         ))
+        if info.upload_pending:
+            self._upload_soon(info.id)
+
+    async def _resume_uploads(self) -> None:
+        objects = self._store.objects
+        assert objects is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(objects.executor, objects.check_bucket)
+        except Exception as exc:  # noqa: BLE001 -- reported; the uploads retry on their own
+            log.error("recordings' S3 store: %s; recordings stay in the spool until it works", exc)
+        try:
+            pending = await self._store.pending_uploads()
+        except Exception:  # the database: the next start tries again
+            log.exception("could not list the recordings waiting for upload")
+            return
+        if pending:
+            log.info("%d recording(s) wait in the spool or an earlier upload: sending them", len(pending))
+        for info in pending:
+            self._upload_soon(info.id, first_pass=True)
+
+    def _upload_soon(self, recording_id: str, *, first_pass: bool = False) -> None:
+        if recording_id in self._uploads:
+            return
+        task = asyncio.get_running_loop().create_task(self._upload(recording_id, first_pass=first_pass))
+        self._uploads[recording_id] = task
+        task.add_done_callback(lambda _: self._uploads.pop(recording_id, None))
+
+    async def _upload(self, recording_id: str, *, first_pass: bool) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = await self._store.upload(recording_id)
+            except asyncio.CancelledError:
+                raise
+            except RecordingNotFound:
+                log.error("recording %s has no row any more: nothing to upload", recording_id)
+                return
+            except Exception as exc:  # noqa: BLE001 -- the bucket or the network: the file is safe in the spool
+                delay = self._upload_backoff[min(attempt, len(self._upload_backoff)) - 1]
+                log.warning(
+                    "upload of recording %s failed (attempt %d, next in %.0f s); it stays in the spool: %s",
+                    recording_id, attempt, delay, exc,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if outcome is UploadOutcome.NOT_HERE and not first_pass:
+                log.error("recording %s is neither in this hub's spool nor in the bucket", recording_id)
+            return
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -1,4 +1,4 @@
-"""Shared fixtures: real Redis, real PostgreSQL, real sipp.
+"""Shared fixtures: real Redis, real PostgreSQL, real sipp, a real S3-compatible server (moto).
 
 With CI=true a test that needs one of them fails when it is missing; elsewhere it is
 skipped with a message that names what is missing.
@@ -6,7 +6,6 @@ skipped with a message that names what is missing.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -106,6 +105,58 @@ def sipp_path() -> str:
         missing("sipp (Debian package sip-tester)")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server on loopback: moto's standalone server, in a process
+    of its own, spoken to over HTTP (any credentials are accepted)."""
+    import importlib.util
+    import subprocess
+    import sys
+    import time
+
+    if importlib.util.find_spec("moto") is None:
+        missing("moto[server] (the test extras: pip install -e '.[test]')")
+    port = free_tcp_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto's S3 server did not start on port {port}", pytrace=False)
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+S3_TEST_KEYS = {"AWS_ACCESS_KEY_ID": "ctihub-test", "AWS_SECRET_ACCESS_KEY": "ctihub-test-secret"}
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh bucket on the S3 server for one test."""
+    import boto3
+
+    name = "ctihub-t-" + uuid.uuid4().hex[:12]
+    client = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+        aws_access_key_id=S3_TEST_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_TEST_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+    client.create_bucket(Bucket=name)
+    return name
 
 
 def free_udp_port() -> int:

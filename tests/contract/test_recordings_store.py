@@ -10,8 +10,9 @@ import logging
 import os
 import struct
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from recordings.storage import FileStorage, new_recording_id
 from recordings.store import RecordingNotFound, RecordingPurged, RecordingStore
 from recordings.writer import StereoWavWriter
 
-T = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -62,7 +63,10 @@ def write_file(storage: FileStorage, recording_id: str, started_at: datetime, se
     )
 
 
-async def add(store: RecordingStore, k: int = 0, *, policy: RecordingPolicy = RecordingPolicy(), at: datetime = T) -> str:
+FIVE_YEARS = RecordingPolicy()
+
+
+async def add(store: RecordingStore, k: int = 0, *, policy: RecordingPolicy = FIVE_YEARS, at: datetime = T) -> str:
     recording_id = new_recording_id()
     result = write_file(store.storage, recording_id, at + timedelta(minutes=k))
     await store.add(recording_id, result, call_id=f"call-{k}", policy=policy, queue="sales", agent_id="alice")
@@ -304,7 +308,7 @@ async def test_an_interrupted_purge_is_reported_then_swept(engine: AsyncEngine, 
 async def test_every_play_and_download_is_on_record(store: RecordingStore) -> None:
     a, b = await add(store, 1), await add(store, 2)
     path = await store.open_for(a, actor="qa.jane", action="play", at=T, client="10.0.0.5")
-    assert path.is_file() and path == store.storage.resolve((await store.get(a)).path)
+    assert isinstance(path, Path) and path.is_file() and path == store.storage.resolve((await store.get(a)).path)
     await store.open_for(a, actor="compliance.bob", action="download", at=T + timedelta(minutes=1))
     await store.open_for(b, actor="qa.jane", action="play", at=T + timedelta(minutes=2))
     trail = await store.access_log()
@@ -327,6 +331,86 @@ async def test_a_purged_recording_cannot_be_opened(store: RecordingStore) -> Non
     with pytest.raises(RecordingPurged):
         await store.open_for(recording_id, actor="qa", action="play", at=add_years(T, 6))
     assert await store.access_log() == []
+
+
+# --- formats and where files are ------------------------------------------------------
+
+
+async def test_a_flac_recording_is_stored_as_such_and_verifies(store: RecordingStore) -> None:
+    from recordings.flac import StereoFlacWriter
+
+    recording_id = new_recording_id()
+    path = store.storage.new_path(recording_id, T, file_format="flac")
+    path.parent.mkdir(parents=True)
+    writer = StereoFlacWriter(path)
+    writer.append(struct.pack("<8000h", *([1000, -1000] * 4000)))
+    closed = writer.close()
+    result = RecordingResult(
+        path=path, sha256=closed.sha256, size_bytes=closed.size_bytes, duration_s=closed.duration_s,
+        paused_intervals=(), started_at=T, ended_at=T + timedelta(seconds=closed.duration_s),
+        stats=AssemblerStats(), dropped_packets=0,
+    )
+    info = await store.add(recording_id, result, call_id="c-flac")
+    assert info.path == f"2025/03/01/{recording_id}.flac"
+    assert (info.file_format, info.mime_type, info.storage, info.object_key) == ("flac", "audio/flac", "file", None)
+    assert not info.upload_pending
+    assert await store.open_for(recording_id, actor="qa", action="play", at=T) == path
+    (path.parent / "rec_crashed.flac.part").write_bytes(b"fLaC")
+    assert kinds(await store.verify()) == [(ProblemKind.UNFINISHED_FILE, None)]
+
+
+async def test_rows_from_before_revision_0013_become_wav_files(database_url: str, tmp_path: Path) -> None:
+    from alembic import command
+
+    from cti.db import _alembic_config
+
+    def to(revision: str) -> Any:
+        def step(connection: sa.Connection) -> None:
+            config: Any = _alembic_config(database_url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        return step
+
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0012_routing_config"))
+        # A recording written before the revision, as that schema had it.
+        await sql(
+            engine,
+            "INSERT INTO recordings (id, seq, call_id, path, sha256, size_bytes, prev_chain_hash, chain_hash, "
+            "started_at, ended_at, duration_ms, paused_intervals, retention_years, retention_until, legal_hold) "
+            "VALUES ('rec_old', 1, 'c', '2024/01/01/rec_old.wav', :h, 44, :h, :h, :t, :t, 0, '[]', 5, :t, false)",
+            h="0" * 64, t=T,
+        )
+        async with engine.begin() as connection:
+            await connection.run_sync(to("heads"))
+        info = await RecordingStore(make_sessionmaker(engine), FileStorage(tmp_path)).get("rec_old")
+    finally:
+        await engine.dispose()
+    assert (info.storage, info.object_key, info.file_format, info.uploaded_at, info.upload_error) == (
+        "file", None, "wav", None, None,
+    )
+
+
+async def test_an_s3_recording_without_an_s3_store_is_reported_not_skipped(engine: AsyncEngine, store: RecordingStore) -> None:
+    from recordings.store import NoObjectStore
+
+    recording_id = await add(store)
+    await sql(
+        engine, "UPDATE recordings SET storage = 's3', object_key = :key, uploaded_at = :t WHERE id = :id",
+        key="recordings/x.wav", t=T, id=recording_id,
+    )
+    report = await store.verify(scan_storage=False)
+    assert kinds(report) == [(ProblemKind.MISSING_FILE, recording_id)]
+    assert "no S3 store is configured" in report.problems[0].detail
+    with pytest.raises(NoObjectStore):
+        await store.open_for(recording_id, actor="qa", action="play", at=T)
+    assert await store.access_log() == []  # nothing handed out, nothing on record
+    purge = await store.purge(add_years(T, 6))
+    assert purge.purged == [] and [r for r, _ in purge.failed] == [recording_id]
+    assert (await store.get(recording_id)).deleted_at is None
 
 
 # --- the commands --------------------------------------------------------------------
