@@ -37,6 +37,7 @@ from cti.web.guard import (
     requires,
 )
 from cti.web.throttle_store import make_throttle_store
+from cti.web.wallboard import add_wallboard_routes
 
 __all__ = ["AuthOptions", "close_websockets", "make_app"]
 
@@ -99,6 +100,7 @@ def make_app(
     app.router.add_post("/api/users/{username}/{action:disable|enable}", set_user_disabled)
     app.router.add_get("/ws/agent", agent_socket)
     add_desktop_routes(app, center)  # the agent desktop page, customer search and view
+    add_wallboard_routes(app, center, directory)  # supervisors: the wallboard, its websocket, agent states
     if outbox is not None:
         add_outbox_routes(app, outbox, wake=wake_outbox)  # admin: dead letters and replays
     if webhooks is not None:

@@ -135,6 +135,9 @@
         `You are logged in as ${me.display_name || me.username}, with the ${me.role} role. ` +
         "The agent desktop takes calls and is only for users with the agent role. " +
         "Log out and log in with an agent account to take calls.";
+      if ((me.permissions || []).includes("wallboard.read")) {
+        $("not-agent-text").append(" ", el("a", { href: "/wallboard", text: "Open the supervisor wallboard" }), ".");
+      }
       show("not-agent-view", true);
       setConnection("offline", "Not an agent");
       $("not-agent-title").focus();
