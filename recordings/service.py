@@ -178,6 +178,11 @@ class RecordingService:
         self._spawn(self._finish(current))
 
     @property
+    def store(self) -> RecordingStore:
+        """The store the recorders write through (the QA console reads the same one)."""
+        return self._store
+
+    @property
     def uploads_in_progress(self) -> int:
         """Recordings being sent to (or waiting to retry) the S3 store."""
         return len(self._uploads)

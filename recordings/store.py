@@ -241,6 +241,11 @@ class RecordingStore:
         self.objects = objects
         self._wall_clock = wall_clock
 
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """The database the recordings live in (the QA tables live beside them)."""
+        return self._sessions
+
     # --- writing the chain -----------------------------------------------------------
 
     async def add(

@@ -58,6 +58,8 @@ class Permission(enum.StrEnum):
     RECORDINGS_PLAY = "recordings.play"
     RECORDINGS_EVALUATE = "recordings.evaluate"  # QA scorecards and timestamped comments
     RECORDINGS_AUDIT = "recordings.audit"  # the recordings access log, integrity reports
+    EVALUATIONS_READ_OWN = "evaluations.read_own"  # an agent reads the QA evaluations of their own calls
+    QA_FORMS_MANAGE = "qa.forms.manage"  # define and retire QA evaluation forms
     CRM_OUTBOX_ADMIN = "crm.outbox.admin"  # inspect, retry and drop CRM deliveries
     USERS_MANAGE = "users.manage"  # list, enable and disable users
     ROUTING_CONFIGURE = "routing.configure"  # queues, skills, strategies
@@ -67,7 +69,7 @@ P = Permission
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[Permission]] = MappingProxyType(
     {
-        "agent": frozenset({P.AGENT_DESKTOP, P.CUSTOMER_READ}),
+        "agent": frozenset({P.AGENT_DESKTOP, P.CUSTOMER_READ, P.EVALUATIONS_READ_OWN}),
         "supervisor": frozenset({P.WALLBOARD_READ, P.AGENT_STATE_MANAGE, P.CUSTOMER_READ, P.RECORDINGS_PLAY}),
         "qa": frozenset({P.RECORDINGS_PLAY, P.RECORDINGS_EVALUATE, P.CUSTOMER_READ}),
         "admin": frozenset(Permission) - {P.AGENT_DESKTOP},

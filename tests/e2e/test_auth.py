@@ -104,7 +104,7 @@ async def test_each_role_reaches_what_it_may_and_nothing_else(tmp_path: Path) ->
         # Permissions as the table says (the full table is tested in tests/unit).
         _, agent, _ = await login(http, hub, "agent01")
         _, admin, _ = await login(http, hub, "admin")
-        assert agent["permissions"] == ["agent.desktop", "customer.read"]
+        assert agent["permissions"] == ["agent.desktop", "customer.read", "evaluations.read_own"]
         assert "customer.read_sensitive" in admin["permissions"] and "agent.desktop" not in admin["permissions"]
 
 

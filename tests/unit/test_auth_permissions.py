@@ -24,12 +24,13 @@ P = Permission
 # The table as the product describes it, written out once more on purpose: a change
 # to cti/web/auth.py must be a change here too.
 EXPECTED = {
-    "agent": {P.AGENT_DESKTOP, P.CUSTOMER_READ},
+    "agent": {P.AGENT_DESKTOP, P.CUSTOMER_READ, P.EVALUATIONS_READ_OWN},
     "supervisor": {P.WALLBOARD_READ, P.AGENT_STATE_MANAGE, P.CUSTOMER_READ, P.RECORDINGS_PLAY},
     "qa": {P.RECORDINGS_PLAY, P.RECORDINGS_EVALUATE, P.CUSTOMER_READ},
     "admin": {
         P.CUSTOMER_READ, P.CUSTOMER_READ_SENSITIVE, P.WALLBOARD_READ, P.AGENT_STATE_MANAGE, P.RECORDINGS_PLAY,
         P.RECORDINGS_EVALUATE, P.RECORDINGS_AUDIT, P.CRM_OUTBOX_ADMIN, P.USERS_MANAGE, P.ROUTING_CONFIGURE,
+        P.EVALUATIONS_READ_OWN, P.QA_FORMS_MANAGE,
     },
 }
 
@@ -39,7 +40,7 @@ def test_the_vocabulary_is_stable() -> None:
         [
             "agent.desktop", "customer.read", "customer.read_sensitive", "wallboard.read", "agent.state.manage",
             "recordings.play", "recordings.evaluate", "recordings.audit", "crm.outbox.admin", "users.manage",
-            "routing.configure",
+            "routing.configure", "evaluations.read_own", "qa.forms.manage",
         ]
     )
 
@@ -67,6 +68,13 @@ def test_only_admin_sees_sensitive_customer_fields_and_only_agents_take_calls() 
     assert [r for r in ROLES if may(r, P.CUSTOMER_READ_SENSITIVE)] == ["admin"]
     assert [r for r in ROLES if may(r, P.AGENT_DESKTOP)] == ["agent"]
     assert all(may(r, P.CUSTOMER_READ) for r in ROLES)
+
+
+def test_only_admin_defines_qa_forms_and_agents_read_only_their_own_evaluations() -> None:
+    assert [r for r in ROLES if may(r, P.QA_FORMS_MANAGE)] == ["admin"]
+    assert not may("agent", P.RECORDINGS_PLAY) and not may("agent", P.RECORDINGS_EVALUATE)
+    assert may("agent", P.EVALUATIONS_READ_OWN)
+    assert [r for r in ROLES if may(r, P.RECORDINGS_EVALUATE)] == ["qa", "admin"]
 
 
 def test_an_unknown_role_may_do_nothing() -> None:
