@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -46,10 +46,20 @@ from cti.registrar import (
     RegistrarConfig,
     RegistrarService,
 )
+from cti.routing_admin import RoutingAdmin
+from cti.routing_config import (
+    DEMO_ROUTING_FILE,
+    Effective,
+    RoutingFileError,
+    effective,
+    read_routing_file,
+)
+from cti.routing_store import RoutingConfigStore, SavedRouting
 from cti.secrets import load_secret_key
 from cti.sip.digest import Algorithm, NonceIssuer
 from cti.sip.transaction import TransactionLayer
 from cti.sip.transport import SipEndpoint
+from cti.web.routing_api import ROUTING_ADMIN
 from cti.web.server import AuthOptions, close_websockets, make_app
 from ivr.flows import FlowTable
 from recordings.policy import RecordingPolicy
@@ -58,7 +68,8 @@ from recordings.s3_storage import s3_storage_from_settings
 from recordings.service import RecordingService
 from recordings.storage import FileStorage
 from recordings.store import RecordingStore
-from routing import AgentProfile, AgentState, QueueConfig, Router
+from routing import AgentState, build_router
+from routing import ConfigError as RoutingConfigError
 
 log = logging.getLogger("cti")
 
@@ -74,7 +85,7 @@ def make_binding_store(redis_url: str | None) -> BindingStore:
 class _LateTaps:
     """The voice service's media taps, for the recorders built before it."""
 
-    hub: "Hub"
+    hub: Hub
 
     def add_tap(self, call_id: str, tap: Callable[[str, bytes], None]) -> bool:
         return self.hub.voice is not None and self.hub.voice.add_tap(call_id, tap)
@@ -107,6 +118,7 @@ class Hub:
     redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
     crm_worker: DeliveryWorker | None = None
     recordings: RecordingService | None = None
+    routing_admin: RoutingAdmin | None = None
     crm_connector: RestConnector | None = None
     http_runner: web.AppRunner | None = None
     http_address: tuple[str, int] | None = None
@@ -132,10 +144,9 @@ class Hub:
         self.directory = directory = await directory_store.load()
 
         self.bus = make_bus(settings.redis_url)
-        router = Router(
-            [QueueConfig(name=q.name, required_skills=frozenset(q.required_skills)) for q in directory.queues.values()],
-            [AgentProfile(agent_id=a.username, skills=frozenset(a.skills)) for a in directory.agents.values()],
-        )
+        routing_store = RoutingConfigStore(sessionmaker)
+        routing_model, routing_source, saved = await self._routing_model(routing_store, directory)
+        router = build_router(routing_model.config, publish_stats=True)
         loop = asyncio.get_running_loop()
         sessions = SessionRegistry(clock=loop.time)
         self.center = center = ContactCenter(
@@ -148,6 +159,18 @@ class Hub:
             logout_grace_s=self.logout_grace_s,
             clock=loop.time,
             sync_to_crm=settings.crm_url is not None,
+            routing=routing_model.config,
+        )
+        self.routing_admin = RoutingAdmin(
+            center=center,
+            store=routing_store,
+            directory=directory,
+            current=routing_model,
+            reservation_timeout_s=self.offer_timeout_s,
+            source=routing_source,
+            revision=saved.revision if saved is not None else 0,
+            updated_at=saved.updated_at if saved is not None else None,
+            updated_by=saved.updated_by if saved is not None else None,
         )
         if settings.crm_url is not None:
             try:
@@ -240,6 +263,7 @@ class Hub:
             auth=self.auth,
             redis=self.redis,  # login failures counted for every hub process together
         )
+        app[ROUTING_ADMIN] = self.routing_admin
         app.on_shutdown.append(close_websockets)
         self.http_runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self.http_runner.setup()
@@ -249,6 +273,36 @@ class Hub:
         sockets = getattr(server, "sockets", None) or []
         self.http_address = (settings.http_host, sockets[0].getsockname()[1] if sockets else settings.http_port)
         self.registry.register(_HubCollector(self))
+
+    async def _routing_model(
+        self, store: RoutingConfigStore, directory: Directory
+    ) -> tuple[Effective, str, SavedRouting | None]:
+        """The routing configuration to start with: the copy an admin saved through the
+        API, else the file of CTIHUB_ROUTING_CONFIG ("demo": the shipped one, which the
+        demo contact center uses unless told otherwise; "directory": none), else the
+        directory alone. A bad one stops start-up with one line naming the setting and
+        the field path."""
+        choice = self.settings.routing_config or ("demo" if self.settings.demo else None)
+        if choice == "directory":
+            choice = None
+        saved = await store.load()
+        path = DEMO_ROUTING_FILE if choice == "demo" else Path(choice) if choice else None
+        if saved is not None:
+            source = f"the copy saved in the database (revision {saved.revision})"
+        else:
+            source = str(path) if path is not None else "the directory"
+        try:
+            if saved is not None:
+                document = saved.document
+            else:
+                document = read_routing_file(path) if path is not None else {}
+            model = effective(document, directory, reservation_timeout_s=self.offer_timeout_s, strict=False)
+        except (RoutingFileError, RoutingConfigError) as err:
+            raise ConfigError(setting_label("routing_config"), f"{source}: {err}") from None
+        for agent_id in model.dropped:
+            log.warning("routing configuration from %s names agent %r, who is not in the directory: ignored", source, agent_id)
+        log.info("routing configuration from %s", source)
+        return model, source, saved
 
     async def _phones_of(self, agent_id: str) -> list[Binding]:
         """The agent's registered phones (any domain they registered under)."""
@@ -262,7 +316,7 @@ class Hub:
                 async with self.engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
                 database = True
-            except Exception as exc:  # reported, not raised: /healthz must answer
+            except Exception as exc:  # noqa: BLE001 - reported, not raised: /healthz must answer
                 log.warning("database health check failed: %s", exc)
         return {
             "sip": self.sip is not None and self.sip.running,

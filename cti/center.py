@@ -1,9 +1,12 @@
 """The contact center: joins the call legs, the router, the CRM and the agents' sessions.
 
 Owns: the life of a contact from arrival to its written interaction and the agent's
-wrap-up of it (disposition and notes); carrying out the router's commands (offers,
-withdrawals, state announcements); building the screen pop; the offer timeout. Every
-outbound fact leaves through `_publish`, once, to the bus and to the agents concerned.
+wrap-up of it (disposition and notes); routing it with the attributes of its CRM
+profile and its account manager as preferred agent; carrying out every router command
+(offers, withdrawals, state announcements, overflows, rejects, disconnects, callbacks,
+statistics); the router's timer (`tick` at `next_deadline`: reservation expiry,
+wrap-up end, maximum waits, widening steps); building the screen pop. Every outbound
+fact leaves through `_publish`, once, to the bus and to the agents concerned.
 Must never: parse SIP or touch sockets (the voice service does), or decide routing
 (the pure router does).
 """
@@ -28,16 +31,32 @@ from cti.agents.sessions import SessionRegistry
 from cti.bus import EventBus
 from cti.calls.agent_leg import AgentLegEnd
 from cti.registrar.bindings import Binding
+from cti.routing_contact import (
+    OfferReason,
+    contact_attributes,
+    offer_reason,
+    preferred_agent,
+    rules_applying,
+)
+from cti.routing_stats import StatsPublisher
 from recordings.service import RecordingRefused
 from routing import (
     AgentState,
     AnnounceAgentState,
     AnnounceQueued,
+    Command,
+    DisconnectContact,
+    OfferCallback,
     OfferContact,
+    OverflowContact,
+    RejectContact,
     Router,
+    RoutingConfig,
     RoutingError,
+    StatsChanged,
     WithdrawOffer,
 )
+from routing.expressions import Value
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +79,13 @@ WRAPUP_MEMORY = 1000
 # A wrap-up sent right after the call ended waits this long for the interaction's row
 # (the write retries with backoff for about 15 s when the database blinks).
 WRAPUP_WAIT_S = 20.0
+# How long routing waits for the caller's CRM lookup once the hub has answered. The
+# lookup starts with the INVITE and is nearly always done by then; a slow or hung CRM
+# must not keep the caller out of the queue, so past this the contact is routed as an
+# unknown caller (no attributes, no account manager).
+IDENTITY_WAIT_S = 1.0
+# The callback task's due time: soon, since the customer wanted to talk now.
+CALLBACK_DUE_S = 3600.0
 
 
 class VoiceControl(Protocol):
@@ -98,6 +124,15 @@ class Contact:
     interaction_id: str = field(default_factory=lambda: f"int_{uuid.uuid4().hex}")
     phone_ringing: bool = False  # the offered agent's phone is being rung by the hub
     ended: bool = False
+    # Routing: what the router was told at arrival, and why the current offer was made.
+    attributes: dict[str, Value] = field(default_factory=dict)
+    rules: tuple[str, ...] = ()  # the arrival rules that applied
+    preferred_agent: str | None = None  # the account manager offered first
+    offer: OfferReason | None = None
+    offer_timeout_s: float = 20.0
+    # Set when routing let go of the contact (queue full, maximum wait: reject,
+    # disconnect or callback): the hub ends the call; the interaction says why.
+    released: str | None = None
 
 
 class RecordingControl(Protocol):
@@ -163,15 +198,24 @@ class ContactCenter:
     crm: CrmStore
     sessions: SessionRegistry
     default_region: str = "GB"
+    # Not a timer of the center: offers expire at their queue's reservation_timeout_s
+    # (the router's tick); the hub gives this figure to queues configured without one.
     offer_timeout_s: float = 20.0
     logout_grace_s: float = 15.0
     sync_to_crm: bool = False  # interactions also go to the external CRM's outbox
     clock: Callable[[], float] = field(default_factory=lambda: asyncio.get_running_loop().time)
+    # The routing model the router was built from (rules, the account manager's window);
+    # None: no rules, no preferred agent.
+    routing: RoutingConfig | None = None
+    identity_wait_s: float = IDENTITY_WAIT_S
+    stats_interval_s: float = 0.25
     _voice: VoiceControl | None = None
     recordings: RecordingControl | None = None
     _contacts: dict[str, Contact] = field(default_factory=dict)
     _by_call: dict[str, str] = field(default_factory=dict)
-    _offer_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _tick_timer: asyncio.TimerHandle | None = None
+    _tick_at: float = 0.0
+    _stats: StatsPublisher | None = None
     _logout_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     contacts_handled: dict[str, int] = field(default_factory=dict)
@@ -219,7 +263,46 @@ class ContactCenter:
         if contact is None or contact.ended:
             return
         contact.queued_at = self.clock()
-        self._execute(self.router.contact_arrived(contact.contact_id, contact.queue, self.clock()))
+        self._spawn(self._route_arrival(contact))
+
+    async def _route_arrival(self, contact: Contact) -> None:
+        identity = await self._identity_within(contact, self.identity_wait_s)
+        if contact.ended:
+            return
+        profile = identity.profile if identity is not None else None
+        contact.attributes = contact_attributes(profile)
+        rules = self.routing.rules if self.routing is not None else ()
+        contact.rules = rules_applying(rules, contact.attributes)
+        window = self.routing.preferred_agent_s if self.routing is not None else 0.0
+        manager = profile.account_manager if profile is not None else None
+        if manager is not None and self.router.has_agent(manager) and self.router.has_queue(contact.queue):
+            contact.preferred_agent = preferred_agent(
+                account_manager=manager,
+                queue=self.router.queue(contact.queue),
+                profile=self.router.profile(manager),
+                state=self.router.agent_state(manager),
+                rules=rules,
+                attributes=contact.attributes,
+                window_s=window,
+            )
+        try:
+            commands = self.router.contact_arrived(
+                contact.contact_id, contact.queue, self.clock(), attributes=contact.attributes,
+                preferred_agent=contact.preferred_agent, preferred_for_s=window,
+            )
+        except RoutingError as err:
+            log.error("contact %s of call %s cannot be routed: %s", contact.contact_id, contact.call_id, err)
+            return
+        self._execute(commands)
+
+    async def _identity_within(self, contact: Contact, wait_s: float) -> CallerIdentity | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(contact.identity), wait_s)
+        except TimeoutError:
+            log.warning("CRM lookup of call %s took over %.1f s: routed as an unknown caller", contact.call_id, wait_s)
+        except Exception:
+            log.exception("CRM lookup failed; routing the caller as unknown")
+        return None
 
     async def call_ended(self, call_id: str, *, ended_by: str) -> None:
         """The caller's leg is over, whoever ended it: settle routing and write the interaction."""
@@ -227,10 +310,13 @@ class ContactCenter:
         if contact is None or contact.ended:
             return
         contact.ended = True
-        self._cancel_offer_timer(contact.contact_id)
         now = self.clock()
         agent = contact.agent_id
-        if agent is not None:
+        disposition = None
+        if contact.released is not None:
+            outcome = "missed"  # routing let go of it (queue full, waited too long)
+            disposition = contact.released
+        elif agent is not None:
             outcome = "completed"
             try:
                 self._execute(self.router.contact_finished(contact.contact_id, now))
@@ -241,7 +327,9 @@ class ContactCenter:
                 self.recordings.segment_ended(call_id)
         else:
             outcome = "abandoned" if ended_by == "caller" else "failed"
-            if contact.queued_at is not None:
+            # Only a contact routing holds was abandoned in a queue; one still waiting
+            # for its CRM lookup never reached routing.
+            if contact.queued_at is not None and self.router.queue_of(contact.contact_id) is not None:
                 self._execute(self.router.contact_abandoned(contact.contact_id, now))
                 self._publish(
                     ev.ContactAbandoned(
@@ -255,7 +343,7 @@ class ContactCenter:
         self._publish(
             ev.CallEnded(occurred_at=ended_at, call_id=call_id, ended_by=ended_by, outcome=outcome, agent_id=agent)
         )
-        await self._record_interaction(contact, outcome=outcome, ended_at=ended_at)
+        await self._record_interaction(contact, outcome=outcome, ended_at=ended_at, disposition=disposition)
         self._contacts.pop(contact.contact_id, None)
         self._by_call.pop(call_id, None)
 
@@ -373,15 +461,17 @@ class ContactCenter:
         contact.offered_to = None
         contact.answered_at = None
         contact.phone_ringing = False
+        contact.offer = None
+        contact.preferred_agent = None
         contact.started_at = _utc_now()
         contact.queued_at = now
         self._contacts[contact.contact_id] = contact
         self._by_call[call_id] = contact.contact_id
-        self._execute(self.router.contact_arrived(contact.contact_id, to_queue, now))
+        # The same customer: the same attributes, so the same rules apply in the new queue.
+        self._execute(self.router.contact_arrived(contact.contact_id, to_queue, now, attributes=contact.attributes))
         return True
 
     def _accepted(self, username: str, contact: Contact) -> None:
-        self._cancel_offer_timer(contact.contact_id)
         self._route(lambda now: self.router.offer_accepted(contact.contact_id, username, now))
         contact.agent_id = username
         contact.phone_ringing = False
@@ -397,7 +487,6 @@ class ContactCenter:
             )
 
     def _rejected(self, username: str, contact: Contact) -> None:
-        self._cancel_offer_timer(contact.contact_id)
         contact.offered_to = None
         contact.phone_ringing = False
         self._route(lambda now: self.router.offer_rejected(contact.contact_id, username, now))
@@ -558,19 +647,29 @@ class ContactCenter:
             raise CenterError(getattr(err, "code", "routing_error"), str(err)) from None
         self._execute(commands)
 
+    def apply_routing_change(self, change: Callable[[float], list[Command]], config: RoutingConfig) -> None:
+        """A new routing configuration goes live (the routing API): `change` carries it
+        to the router at the center's time; the router's commands (offers it made
+        possible...) are carried out like any others."""
+        commands = change(self.clock())
+        self.routing = config
+        self._execute(commands)
+
     def _execute(self, commands: list[Any]) -> None:
         for command in commands:
             match command:
                 case OfferContact():
                     self._offer(command)
                 case WithdrawOffer(contact_id=contact_id, agent_id=agent_id, reason=reason):
-                    self._cancel_offer_timer(contact_id)
                     contact = self._contacts.get(contact_id)
                     if contact is not None and contact.offered_to == agent_id:
                         contact.offered_to = None
                         if contact.phone_ringing and self._voice is not None:
-                            self._voice.stop_ringing(contact.call_id, AgentLegEnd.CANCELLED)
+                            why = AgentLegEnd.NO_ANSWER if reason == "timeout" else AgentLegEnd.CANCELLED
+                            self._voice.stop_ringing(contact.call_id, why)
                         contact.phone_ringing = False
+                    if reason == "timeout":
+                        log.info("offer of %s to %s timed out", contact_id, agent_id)
                     self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": reason}))
                 case AnnounceAgentState(agent_id=agent_id, state=state, previous=previous, reason=reason):
                     self._publish(
@@ -580,8 +679,107 @@ class ContactCenter:
                     )
                 case AnnounceQueued(contact_id=contact_id, queue=queue):
                     self._publish(ev.ContactQueued(occurred_at=_utc_now(), contact_id=contact_id, queue=queue))
+                case OverflowContact(contact_id=contact_id, from_queue=from_queue, to_queue=to_queue, reason=reason):
+                    contact = self._contacts.get(contact_id)
+                    if contact is not None:
+                        contact.queue = to_queue
+                    self._publish(
+                        ev.ContactOverflowed(
+                            occurred_at=_utc_now(), contact_id=contact_id, from_queue=from_queue, to_queue=to_queue, reason=reason
+                        )
+                    )
+                case RejectContact(contact_id=contact_id, queue=queue, reason=reason):
+                    self._publish(ev.ContactRejected(occurred_at=_utc_now(), contact_id=contact_id, queue=queue, reason=reason))
+                    self._let_go(contact_id, f"rejected: {reason}")
+                case DisconnectContact(contact_id=contact_id, queue=queue, reason=reason, message=message):
+                    # The voice service plays sound files, not text: a configured message
+                    # is logged (there is no speech synthesis to say it), then the call ends.
+                    if message:
+                        log.info("contact %s disconnected (%s); its message, not spoken: %r", contact_id, reason, message)
+                    self._publish(
+                        ev.ContactDisconnected(
+                            occurred_at=_utc_now(), contact_id=contact_id, queue=queue, reason=reason,
+                            message=message, message_played=False,
+                        )
+                    )
+                    self._let_go(contact_id, f"disconnected: {reason}")
+                case OfferCallback(contact_id=contact_id, queue=queue, reason=reason):
+                    contact = self._contacts.get(contact_id)
+                    if contact is not None:
+                        contact.released = "callback_requested"
+                        self._spawn(self._schedule_callback(contact, queue, reason))
+                case StatsChanged(queues=queues, agents=agents):
+                    if self._stats is None:
+                        self._stats = StatsPublisher(
+                            lambda: self.router.stats, lambda e: self._publish(e, to_agents=False),
+                            clock=self.clock, interval_s=self.stats_interval_s,
+                        )
+                    self._stats.changed(queues, agents)
                 case _:
                     log.warning("unknown routing command %r", command)
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        """One loop timer for the router's next deadline (reservation expiry, wrap-up
+        end, maximum wait, widening step, preferred window, relaxing rule)."""
+        deadline = self.router.next_deadline()
+        if deadline is None:
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
+                self._tick_timer = None
+            return
+        if self._tick_timer is not None:
+            if self._tick_at <= deadline:
+                return  # the earlier tick schedules the next one
+            self._tick_timer.cancel()
+        self._tick_at = deadline
+        # at least a millisecond: a deadline the clock has just reached must not spin
+        delay = max(deadline - self.clock(), 0.001)
+        self._tick_timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_timer = None
+        try:
+            commands = self.router.tick(self.clock())
+        except RoutingError:
+            log.exception("routing tick failed")
+            commands = []
+        self._execute(commands)
+
+    def _let_go(self, contact_id: str, why: str) -> None:
+        """Routing released a waiting contact: end its call (the interaction says why)."""
+        contact = self._contacts.get(contact_id)
+        if contact is None:
+            return
+        contact.released = why
+        if self._voice is not None and not contact.ended:
+            self._voice.hang_up(contact.call_id)
+
+    async def _schedule_callback(self, contact: Contact, queue: str, reason: str) -> None:
+        """The customer is called back instead of waiting on: a callback task in the CRM
+        for the customer (the agent's work list shows it), then the call ends."""
+        identity = await _identity_or_unknown(contact.identity)
+        customer_id = identity.profile.customer_id if identity.profile is not None else None
+        task_id = None
+        if customer_id is not None:
+            try:
+                task_id = await self.crm.add_task(
+                    customer_id=customer_id,
+                    kind="callback",
+                    title=f"Call back: waited in {queue} ({reason.replace('_', ' ')}) from {contact.caller_e164 or contact.caller}",
+                    due_at=datetime.fromtimestamp(datetime.now(UTC).timestamp() + CALLBACK_DUE_S, UTC),
+                )
+            except Exception:
+                log.exception("callback task for %s (contact %s) could not be stored", customer_id, contact.contact_id)
+        else:
+            log.warning("callback for contact %s from %s: the caller is not a known customer; no task", contact.contact_id, contact.caller)
+        self._publish(
+            ev.ContactCallbackScheduled(
+                occurred_at=_utc_now(), contact_id=contact.contact_id, queue=queue, reason=reason,
+                customer_id=customer_id, task_id=task_id,
+            )
+        )
+        self._let_go(contact.contact_id, "callback_requested")
 
     def _offer(self, offer: OfferContact) -> None:
         contact = self._contacts.get(offer.contact_id)
@@ -590,6 +788,14 @@ class ContactCenter:
             return
         contact.offered_to = offer.agent_id
         contact.matched_skills = offer.matched_skills
+        preferred = contact.preferred_agent == offer.agent_id
+        queue = self.router.queue(offer.queue)
+        contact.offer = offer_reason(
+            queue, matched_skills=offer.matched_skills, step=offer.step, preferred=preferred, rules=contact.rules
+        )
+        # The router withdraws the offer at the queue's reservation timeout (on tick):
+        # that is the one offer timeout, and the pop shows the agent the same figure.
+        contact.offer_timeout_s = queue.reservation_timeout_s
         self._publish(
             ev.ContactOffered(
                 occurred_at=_utc_now(),
@@ -597,32 +803,11 @@ class ContactCenter:
                 queue=offer.queue,
                 agent_id=offer.agent_id,
                 matched_skills=offer.matched_skills,
+                step=offer.step,
+                preferred_agent=preferred,
             )
         )
-        loop = asyncio.get_running_loop()
-        self._offer_timers[offer.contact_id] = loop.call_later(
-            self.offer_timeout_s, self._offer_expired, offer.contact_id, offer.agent_id
-        )
         self._spawn(self._pop_and_ring(contact, offer.agent_id))
-
-    def _offer_expired(self, contact_id: str, agent_id: str) -> None:
-        self._offer_timers.pop(contact_id, None)
-        contact = self._contacts.get(contact_id)
-        if contact is None or contact.offered_to != agent_id or contact.agent_id is not None:
-            return
-        log.info("offer of %s to %s timed out", contact_id, agent_id)
-        if contact.phone_ringing and self._voice is not None:
-            self._voice.stop_ringing(contact.call_id, AgentLegEnd.NO_ANSWER)
-        self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": "timeout"}))
-        try:
-            self._rejected(agent_id, contact)
-        except CenterError:
-            log.exception("routing refused the timeout of %s", contact_id)
-
-    def _cancel_offer_timer(self, contact_id: str) -> None:
-        timer = self._offer_timers.pop(contact_id, None)
-        if timer is not None:
-            timer.cancel()
 
     def _owned_offer(self, username: str, contact_id: str) -> Contact:
         contact = self._contacts.get(contact_id)
@@ -636,7 +821,7 @@ class ContactCenter:
         """The pop goes out the moment the offer is made; then the agent's phone rings
         (when one is registered), showing the customer's name."""
         identity = await _identity_or_unknown(contact.identity)
-        await self.sessions.send(agent_id, screen_pop(contact, identity, offer_timeout_s=self.offer_timeout_s))
+        await self.sessions.send(agent_id, screen_pop(contact, identity, offer_timeout_s=contact.offer_timeout_s))
         if self._voice is None or contact.ended or contact.offered_to != agent_id:
             return
         phones = await self._voice.phones_of(agent_id)
@@ -706,9 +891,10 @@ class ContactCenter:
         """For services beside the center (the recorders): their facts leave the same way."""
         self._publish(event)
 
-    def _publish(self, event: ev.Event) -> None:
+    def _publish(self, event: ev.Event, *, to_agents: bool = True) -> None:
+        """`to_agents` False: the bus only (statistics are for wallboards, not desktops)."""
         self._spawn(self.bus.publish(event))
-        for username in _agents_concerned(event):
+        for username in _agents_concerned(event) if to_agents else ():
             self._spawn(self.sessions.send(username, event.to_wire()))
 
     def _spawn(self, coroutine: Any) -> None:
@@ -730,8 +916,11 @@ class ContactCenter:
 
     async def drain(self) -> None:
         """Wait for pending publications and writes (used at shutdown)."""
-        for timer in [*self._offer_timers.values(), *self._logout_timers.values()]:
+        for timer in [*self._logout_timers.values(), *([self._tick_timer] if self._tick_timer else [])]:
             timer.cancel()
+        self._tick_timer = None
+        if self._stats is not None:
+            self._stats.close()
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
@@ -758,7 +947,13 @@ def screen_pop(contact: Contact, identity: CallerIdentity, *, offer_timeout_s: f
         "caller_name": _caller_name(identity),
         "customer": customer,
         "matches": [m.to_dict() for m in identity.matches] if len(identity.matches) > 1 else [],
-        "why_you": {"queue": contact.queue, "matched_skills": list(contact.matched_skills), "strategy": "longest_idle"},
+        # Why the router chose this agent: the queue, its strategy, the skills that
+        # matched, the widening step reached, the rules that applied, and whether the
+        # agent is the customer's account manager offered first.
+        "why_you": (
+            contact.offer.to_dict() if contact.offer is not None
+            else {"queue": contact.queue, "matched_skills": list(contact.matched_skills)}
+        ),
         "offer_timeout_s": offer_timeout_s,
         "started_at": contact.started_at.isoformat(),
     }

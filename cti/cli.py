@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--s3-region", help="the store's region (default us-east-1)")
     serve.add_argument("--s3-access-key-env", help="name of the variable holding the access key (default AWS_ACCESS_KEY_ID)")
     serve.add_argument("--s3-secret-key-env", help="name of the variable holding the secret key (default AWS_SECRET_ACCESS_KEY)")
+    serve.add_argument("--routing-config", help="routing model: a YAML file, demo (the --demo default) or directory")
     serve.add_argument("--public-address", help="address written into SDP and Contact")
     serve.add_argument("--default-region", help="region for national phone numbers (default GB)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")

@@ -70,6 +70,11 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_access_key_env: str = "AWS_ACCESS_KEY_ID"
     s3_secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    # The routing model (queues' limits, proficiencies, rules): a YAML file, "demo" (the
+    # shipped routing/demo.yaml, the default of the demo contact center) or "directory"
+    # (the directory's skills alone, the default otherwise); a copy saved through the
+    # API in the database wins over all of them (see cti.routing_config).
+    routing_config: str | None = None
     demo: bool = False
     log_level: str = "INFO"
 
@@ -120,6 +125,7 @@ _SETTINGS = {
     "s3_region": ("--s3-region", "CTIHUB_S3_REGION"),
     "s3_access_key_env": ("--s3-access-key-env", "CTIHUB_S3_ACCESS_KEY_ENV"),
     "s3_secret_key_env": ("--s3-secret-key-env", "CTIHUB_S3_SECRET_KEY_ENV"),
+    "routing_config": ("--routing-config", "CTIHUB_ROUTING_CONFIG"),
     "demo": ("--demo", "CTIHUB_DEMO"),
     "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
 }
@@ -183,6 +189,7 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         s3_region=_s3_region(text("s3_region", "us-east-1")),
         s3_access_key_env=_env_name("s3_access_key_env", text("s3_access_key_env", "AWS_ACCESS_KEY_ID")),
         s3_secret_key_env=_env_name("s3_secret_key_env", text("s3_secret_key_env", "AWS_SECRET_ACCESS_KEY")),
+        routing_config=_routing_config(text("routing_config", "")) or None,
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )
@@ -304,6 +311,21 @@ def _notice_wav(value: str) -> str:
             setting_label("recording_notice"),
             f"{value!r} must be 8 kHz mono 16-bit PCM with some audio (sox in.wav -r 8000 -c 1 -b 16 out.wav)",
         )
+    return value
+
+
+def _routing_config(value: str) -> str:
+    """A routing file is checked in full here (YAML, then every field), so that a typo
+    stops start-up with the field's path instead of surfacing at the first call."""
+    if value in ("", "demo", "directory"):
+        return value
+    from cti.routing_config import RoutingFileError, read_routing_file
+
+    _existing_file("routing_config", value)
+    try:
+        read_routing_file(Path(value))
+    except RoutingFileError as err:
+        raise ConfigError(setting_label("routing_config"), f"{value}: {err}") from None
     return value
 
 

@@ -12,12 +12,12 @@ import dataclasses
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 SCHEMA_VERSION = 1
 
-_registry: dict[str, type["Event"]] = {}
+_registry: dict[str, type[Event]] = {}
 
 
 def topic_of(class_name: str) -> str:
@@ -33,7 +33,7 @@ def _new_id() -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +108,7 @@ def from_wire(message: dict[str, Any]) -> Event:
         if f.name in data:
             value = data[f.name]
             kwargs[f.name] = tuple(value) if isinstance(value, list) else value
-    occurred = datetime.fromisoformat(str(message["occurred_at"]).replace("Z", "+00:00"))
+    occurred = datetime.fromisoformat(str(message["occurred_at"]))
     return cls(occurred_at=occurred, event_id=str(message["id"]), **kwargs)
 
 
@@ -200,6 +200,8 @@ class ContactOffered(Event):
     queue: str
     agent_id: str
     matched_skills: tuple[str, ...] = ()
+    step: int = 0  # the queue's widening step the agent matched
+    preferred_agent: bool = False  # offered as the customer's account manager
 
 
 @event
@@ -218,6 +220,94 @@ class ContactAbandoned(Event):
     contact_id: str
     queue: str
     waited_s: float
+
+
+@event
+class ContactOverflowed(Event):
+    """The contact left its queue for another (the queue was full, or it waited the
+    queue's maximum); a contact.queued for the new queue follows."""
+
+    contact_id: str
+    from_queue: str
+    to_queue: str
+    reason: str  # "queue_full" or "max_wait"
+
+
+@event
+class ContactRejected(Event):
+    """Routing refused the contact (the queue was full, or it waited the maximum and
+    the queue's action is reject); the hub ends the call."""
+
+    contact_id: str
+    queue: str
+    reason: str
+
+
+@event
+class ContactDisconnected(Event):
+    """Routing let go of the contact with the queue's message (disconnect action); the
+    hub ends the call. `message_played` says whether the caller heard the message."""
+
+    contact_id: str
+    queue: str
+    reason: str
+    message: str | None = None
+    message_played: bool = False
+
+
+@event
+class ContactCallbackScheduled(Event):
+    """Instead of waiting longer, the customer gets a callback: a callback task was
+    opened in the CRM (`task_id`; None for a caller the CRM does not know), and the
+    hub ends the call."""
+
+    contact_id: str
+    queue: str
+    reason: str
+    customer_id: str | None = None
+    task_id: str | None = None
+
+
+# --- real-time statistics --------------------------------------------------------------
+
+
+@event
+class QueueStatsChanged(Event):
+    """A queue's real-time statistics after a change (coalesced: a few per second at
+    most). Upper-case names are Amazon Connect's where the meaning is the same; the
+    windowed ones cover the last `window_s` seconds; times are in seconds."""
+
+    queue: str
+    CONTACTS_IN_QUEUE: int
+    OLDEST_CONTACT_AGE: float
+    AGENTS_ONLINE: int
+    AGENTS_AVAILABLE: int
+    AGENTS_ON_CONTACT: int
+    AGENTS_AFTER_CONTACT_WORK: int
+    AGENTS_NON_PRODUCTIVE: int
+    CONTACTS_ANSWERED: int
+    CONTACTS_ABANDONED: int
+    CONTACTS_HANDLED: int
+    SERVICE_LEVEL: float | None = None  # percent answered within service_level_threshold_s
+    AVG_QUEUE_ANSWER_TIME: float | None = None
+    ABANDONMENT_RATE: float | None = None  # percent
+    AVG_HANDLE_TIME: float | None = None
+    service_level_threshold_s: float = 20.0
+    window_s: float = 900.0
+
+
+@event
+class AgentStatsChanged(Event):
+    """An agent's real-time statistics after a change (coalesced like the queues')."""
+
+    agent_id: str
+    state: str
+    reason: str | None = None
+    time_in_state_s: float = 0.0
+    contacts: int = 0
+    AGENT_OCCUPANCY: float = 0.0  # contacts held / capacity, 0..1
+    CONTACTS_HANDLED: int = 0
+    missed_in_a_row: int = 0
 
 
 # --- agents --------------------------------------------------------------------------

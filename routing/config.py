@@ -7,7 +7,7 @@ yaml or asyncio (the caller parses the file and passes the dict), or build half 
 config: it returns everything or raises on the first problem.
 
     skills: [sales, support, kyc, compliance, crypto]
-    routing: {max_missed_offers: 3}
+    routing: {max_missed_offers: 3, preferred_agent_s: 15}   # the account manager's window
     queues:
       - name: sales
         required_skills: [sales]          # base requirement, never relaxed
@@ -67,6 +67,9 @@ class RoutingConfig:
     agents: tuple[AgentProfile, ...]
     rules: tuple[Rule, ...]
     max_missed_offers: int | None = 3
+    # How long the customer's account manager alone is offered the contact (0: never);
+    # the shell passes it with the contact, the router only sees `preferred_for_s`.
+    preferred_agent_s: float = 15.0
 
 
 def build_router(config: RoutingConfig, **options: Any) -> Router:
@@ -326,9 +329,11 @@ def load_config(data: Any) -> RoutingConfig:
             raise ConfigError(f"rules[{i}].name", f"duplicate rule {rule.name!r}")
 
     options = _mapping(d.get("routing", {}), "routing")
-    _unknown_keys(options, {"max_missed_offers"}, "routing")
+    _unknown_keys(options, {"max_missed_offers", "preferred_agent_s"}, "routing")
     missed = options.get("max_missed_offers", 3)
     max_missed = None if missed is None else _int(missed, "routing.max_missed_offers", low=1)
+    preferred = _number(options.get("preferred_agent_s", 15), "routing.preferred_agent_s") or 0.0
     return RoutingConfig(
-        skills=skills, queues=tuple(queues), agents=tuple(agents), rules=rules, max_missed_offers=max_missed
+        skills=skills, queues=tuple(queues), agents=tuple(agents), rules=rules, max_missed_offers=max_missed,
+        preferred_agent_s=preferred,
     )

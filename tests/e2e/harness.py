@@ -74,7 +74,13 @@ async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_
         "recording_notice": options.pop("recording_notice", None) or str(write_tone(tmp_path / "notice.wav", 0.3)),
         "recording_default": options.pop("recording_default", None),
     }
-    settings = load_settings(flags, environ=options.pop("environ", {}))
+    environ = options.pop("environ", {})
+    # Tests of the call path route by the directory's skills alone (every demo agent
+    # qualifies for their queues); tests of the routing model ask for it.
+    flags["routing_config"] = options.pop("routing_config", None) or (
+        None if "CTIHUB_ROUTING_CONFIG" in environ else "directory"
+    )
+    settings = load_settings(flags, environ=environ)
     hub = Hub(settings, answer_delay_s=options.pop("answer_delay_s", 0.2), **options)
     await hub.start()
     try:

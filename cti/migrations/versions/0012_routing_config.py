@@ -1,8 +1,13 @@
-"""Routing configuration kept in the database (filled in by the routing configuration work).
+"""Routing configuration kept in the database: the document saved through the routing
+API (routing_config), so that a restart keeps an admin's changes.
 
 Revision ID: 0012_routing_config
 Revises: 0011_qa_reviews
+Written by hand to match cti/routing_store.py.
 """
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0012_routing_config"
 down_revision = "0011_qa_reviews"
@@ -11,8 +16,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "routing_config",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_by", sa.String(64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_routing_config")),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("routing_config")
