@@ -229,6 +229,11 @@ class CrmStore:
         self._fills = FillGuard()
         self._reader: AsyncEngine | None = None
 
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        """The CRM's database (the profile-access audit is written beside it)."""
+        return self._sessionmaker
+
     async def _changed(self, *customer_ids: str | None) -> None:
         """Drop the cached profiles of customers whose data a committed write changed."""
         ids = tuple(dict.fromkeys(c for c in customer_ids if c is not None))

@@ -63,6 +63,7 @@ class Permission(enum.StrEnum):
     CRM_OUTBOX_ADMIN = "crm.outbox.admin"  # inspect, retry and drop CRM deliveries
     USERS_MANAGE = "users.manage"  # list, enable and disable users
     ROUTING_CONFIGURE = "routing.configure"  # queues, skills, strategies
+    AUDIT_READ = "audit.read"  # who was shown which customer's personal data
 
 
 P = Permission

@@ -3,7 +3,9 @@
 Owns: serving the desktop page (cti/web/static: plain HTML, JS and CSS, no build step,
 nothing fetched from elsewhere) and its security headers; `GET /api/customers` (search)
 and `GET /api/customers/{id}` (one profile, masked unless the role may read sensitive
-fields), and the audit line every customer read leaves on the `cti.audit` logger.
+fields), the audit every customer read leaves (a `profile_access` row, see
+cti.audit, and a line on the `cti.audit` logger), and the admins' listing of that
+trail, `GET /api/audit/customer-reads`.
 Must never: decide who may do what (cti.web.auth does, through `require`), assemble a
 profile (crm_sync does), or let a full account number reach a role without
 `customer.read_sensitive`. The live desktop protocol is the agent websocket
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from crm_sync.store import CrmStore
 from cti.agents.sessions import Session
+from cti.audit import MAX_LISTED, ProfileAudit
 from cti.center import ContactCenter
 from cti.web.auth import Permission, may
 from cti.web.errors import ApiError
@@ -57,16 +60,19 @@ SENSITIVE_ACCOUNT_FIELDS = ("number",)  # the full trading-account number
 
 CRM = web.AppKey("desktop_crm", CrmStore)
 REGION = web.AppKey("desktop_region", str)
+AUDIT = web.AppKey("desktop_audit", ProfileAudit)
 
 
 def add_desktop_routes(app: web.Application, center: ContactCenter) -> None:
     app[CRM] = center.crm
+    app[AUDIT] = ProfileAudit(center.crm.sessions)
     app[REGION] = center.default_region
     app.router.add_get("/", page)
     app.router.add_get("/desktop", page)
     app.router.add_get("/static/{name}", asset)
     app.router.add_get("/api/customers", search_customers)
     app.router.add_get("/api/customers/{customer_id}", read_customer)
+    app.router.add_get("/api/audit/customer-reads", customer_reads)
 
 
 # --- the page: open to all, it holds no data (the login form is on it) ----------------
@@ -130,6 +136,11 @@ async def search_customers(request: web.Request, session: Session) -> web.Respon
         raise ApiError(422, "bad_field", f"q is longer than {MAX_QUERY} characters", field="q")
     limit = search_limit(request.query.get("limit"))
     found = await request.app[CRM].find_customers(query, default_region=request.app[REGION], limit=limit)
+    # Summaries are personal data too (name, KYC status): each customer listed is audited.
+    await request.app[AUDIT].record(
+        [c.customer_id for c in found], actor=session.username, role=session.role, action="search",
+        view="masked", found=True, at=datetime.now(UTC), client=request.remote,
+    )
     audit.info(
         "customer search by %s (%s) at %s: %d match(es): %s",
         session.username, session.role, _now(), len(found), ",".join(c.customer_id for c in found) or "-",
@@ -147,6 +158,12 @@ async def read_customer(request: web.Request, session: Session) -> web.Response:
     sensitive = may(session.role, Permission.CUSTOMER_READ_SENSITIVE)
     profile = await request.app[CRM].get_profile(customer_id, recent=recent)
     # Every read is audited, a miss too: probing for ids is an access pattern worth seeing.
+    # The row is written before the profile is sent: no audit, no data.
+    await request.app[AUDIT].record(
+        [customer_id], actor=session.username, role=session.role, action="view",
+        view="full" if sensitive else "masked", found=profile is not None, at=datetime.now(UTC),
+        client=request.remote,
+    )
     audit.info(
         "customer profile read by %s (%s) at %s: customer=%s view=%s%s",
         session.username, session.role, _now(), customer_id, "full" if sensitive else "masked",
@@ -155,6 +172,31 @@ async def read_customer(request: web.Request, session: Session) -> web.Response:
     if profile is None:
         raise ApiError(404, "unknown_customer", f"there is no customer {customer_id!r}", field="customer_id")
     return web.json_response(customer_view(profile.to_dict(), sensitive=sensitive), headers=PRIVATE)
+
+
+@requires(Permission.AUDIT_READ)
+async def customer_reads(request: web.Request, session: Session) -> web.Response:
+    """Who was shown which customer, newest first: `customer_id`, `actor`, `since`
+    (ISO 8601), `limit` (1..1000, default 100)."""
+    query = request.query
+    customer_id = query.get("customer_id")
+    if customer_id is not None and not CUSTOMER_ID.fullmatch(customer_id):
+        raise ApiError(422, "bad_field", "customer_id must be 1 to 64 letters, digits or _.:-", field="customer_id")
+    actor = query.get("actor")
+    if actor is not None and not 1 <= len(actor) <= 128:
+        raise ApiError(422, "bad_field", "actor must be a username", field="actor")
+    since = None
+    if "since" in query:
+        try:
+            since = datetime.fromisoformat(query["since"])
+        except ValueError:
+            raise ApiError(422, "bad_field", "since must be an ISO 8601 time", field="since") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+    limit = 100 if "limit" not in query else _bounded_int("limit", query["limit"], 1, MAX_LISTED)
+    entries = await request.app[AUDIT].entries(customer_id=customer_id, actor=actor, since=since, limit=limit)
+    audit.info("customer-read audit listed by %s (%s) at %s: %d entries", session.username, session.role, _now(), len(entries))
+    return web.json_response({"entries": [e.to_dict() for e in entries]}, headers=PRIVATE)
 
 
 def _now() -> str:
