@@ -73,6 +73,7 @@ async def test_agent_takes_a_call_and_wraps_up(sipp_path: str, browser: Any, art
         await expect(card.locator(".facts")).to_contain_text("vip")
         await expect(card.locator("table.accounts")).to_contain_text("******0011")
         await expect(card.locator("table.accounts")).not_to_contain_text("0090000011")
+        await expect(card.locator("ul.leads")).to_contain_text("managed portfolios")
         await expect(page.locator("#offer-why")).to_contain_text("chosen for your skills: sales")
         await expect(page.locator("#offer-seconds")).to_have_text(re.compile(r"^\d+ s$"))  # the ring countdown
         await desk.shot("offer")

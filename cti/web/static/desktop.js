@@ -281,9 +281,7 @@
     desk.picked = null; // the customer the agent chose when several share the number
     const name = pop.customer ? pop.customer.name : pop.caller_name;
     $("offer-caller").textContent = `${name} · ${pop.caller_e164 || pop.caller}`;
-    const why = pop.why_you || {};
-    const skills = (why.matched_skills || []).map(words).join(", ");
-    $("offer-why").textContent = `Queue ${pop.queue}` + (skills ? ` · chosen for your skills: ${skills}` : "");
+    $("offer-why").textContent = whyYou(pop);
     $("offer-error").textContent = "";
     $("accept").disabled = false;
     $("reject").disabled = false;
@@ -294,6 +292,19 @@
     const active = document.activeElement;
     // Take the focus only when the agent is not typing somewhere (notes, search).
     if (!active || active === document.body || active.tagName === "BUTTON" || active.tagName === "MAIN") $("accept").focus();
+  }
+
+  // Why routing chose this agent, in words (docs/routing.md: the screen pop's why_you).
+  function whyYou(pop) {
+    const why = pop.why_you || {};
+    const parts = [`Queue ${pop.queue}`];
+    if (why.preferred_agent) parts.push("you are the customer's account manager");
+    const skills = (why.matched_skills || []).map(words).join(", ");
+    if (skills) parts.push(`chosen for your skills: ${skills}`);
+    if (why.step) parts.push(`widened after ${Math.round(why.step_after_s || 0)} s of waiting (${why.step_requirement || "step " + why.step})`);
+    if ((why.rules || []).length) parts.push(`rules: ${why.rules.map(words).join(", ")}`);
+    if (why.strategy) parts.push(words(why.strategy));
+    return parts.join(" · ");
   }
 
   function startCountdown(seconds) {
@@ -513,6 +524,9 @@
     } else {
       card.append(el("p", { class: "unknown", text: `Unknown caller ${pop.caller_e164 || pop.caller}. Search below if they give a name or account.` }));
     }
+    if ((pop.ivr_path || []).length) {
+      card.prepend(el("p", { class: "ivr", text: `The IVR collected: ${pop.ivr_path.map(words).join(" → ")}` }));
+    }
     show("card-panel", true);
   }
 
@@ -567,6 +581,12 @@
         : el("p", { class: "muted", text: "No trading accounts." }),
       el("h4", { text: "Recent interactions" }),
       history(c.recent_interactions || []),
+      el("h4", { text: "Open leads" }),
+      (c.leads || []).length
+        ? el("ul", { class: "leads" }, c.leads.map((l) => el("li", {},
+            el("strong", { text: l.interest ? words(l.interest) : "lead" }), ` · ${words(l.status)} · from ${words(l.source)}`,
+            l.owner ? ` · ${l.owner}` : "", ` · since ${when(l.created_at)}`)))
+        : el("p", { class: "muted", text: "No open leads." }),
       el("h4", { text: "Open tasks" }),
       (c.open_tasks || []).length
         ? el("ul", { class: "tasks" }, c.open_tasks.map((t) => el("li", {},
