@@ -64,6 +64,7 @@ from cti.web.server import AuthOptions, close_websockets, make_app
 from ivr.flows import FlowTable
 from recordings.policy import RecordingPolicy
 from recordings.policy_store import PolicyStore, seed_demo_policies
+from recordings.purge_job import PurgeJob
 from recordings.s3_storage import s3_storage_from_settings
 from recordings.service import RecordingService
 from recordings.storage import FileStorage
@@ -118,6 +119,7 @@ class Hub:
     redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
     crm_worker: DeliveryWorker | None = None
     recordings: RecordingService | None = None
+    purge_job: PurgeJob | None = None
     routing_admin: RoutingAdmin | None = None
     crm_connector: RestConnector | None = None
     http_runner: web.AppRunner | None = None
@@ -230,6 +232,9 @@ class Hub:
             file_format=settings.recording_format,
         )
         recordings.resume_uploads()
+        if settings.recording_purge_every_s > 0:
+            self.purge_job = PurgeJob(recordings.store, every_s=settings.recording_purge_every_s)
+            self.purge_job.start()
         center.recordings = recordings
         self.voice = VoiceService(
             endpoint=None,
@@ -339,6 +344,8 @@ class Hub:
             await self.http_runner.cleanup()
         if self.center is not None:
             await self.center.drain()
+        if self.purge_job is not None:
+            await self.purge_job.stop()
         if self.recordings is not None:
             await self.recordings.drain()
         if self.crm_worker is not None:

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--recordings-dir", help="where call recordings are written (default <data dir>/recordings)")
     serve.add_argument("--recording-default", help="policy of queues without one: always, never or on_demand")
     serve.add_argument("--recording-notice", help="WAV played before recorded queues (default: the shipped notice)")
+    serve.add_argument("--recording-purge-every", help="seconds between the hub's retention purges (default 86400; 0: off)")
     serve.add_argument("--recording-format", help="recordings' file format: wav (default) or flac (lossless, smaller)")
     serve.add_argument("--recordings-store", help="file (default: under the recordings dir) or s3")
     serve.add_argument("--s3-endpoint", help="the S3-compatible store's URL (with --recordings-store s3)")

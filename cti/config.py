@@ -58,6 +58,7 @@ class Settings:
     recordings_dir: str = ""
     recording_default: str = "always"
     recording_notice: str | None = None  # None: the shipped cti/media/sounds/recording_notice.wav
+    recording_purge_every_s: float = 86400.0  # the hub's own retention purge; 0: off (run the CLI instead)
     # The recordings' file format (wav, or flac: lossless, about half the size) and
     # store: files under recordings_dir, or an S3-compatible bucket (recordings_dir
     # is then the spool that files wait in until uploaded). The S3 keys are read from
@@ -117,6 +118,7 @@ _SETTINGS = {
     "recordings_dir": ("--recordings-dir", "CTIHUB_RECORDINGS_DIR"),
     "recording_default": ("--recording-default", "CTIHUB_RECORDING_DEFAULT"),
     "recording_notice": ("--recording-notice", "CTIHUB_RECORDING_NOTICE"),
+    "recording_purge_every": ("--recording-purge-every", "CTIHUB_RECORDING_PURGE_EVERY"),
     "recording_format": ("--recording-format", "CTIHUB_RECORDING_FORMAT"),
     "recordings_store": ("--recordings-store", "CTIHUB_RECORDINGS_STORE"),
     "s3_endpoint": ("--s3-endpoint", "CTIHUB_S3_ENDPOINT"),
@@ -181,6 +183,7 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
             "recording_default", text("recording_default", "always").replace("-", "_"), ("always", "never", "on_demand")
         ),
         recording_notice=_notice_wav(text("recording_notice", "")) or None,
+        recording_purge_every_s=_seconds("recording_purge_every", text("recording_purge_every", "86400")),
         recording_format=_choice("recording_format", text("recording_format", "wav").lower(), ("wav", "flac")),
         recordings_store=_choice("recordings_store", text("recordings_store", "file").lower(), ("file", "s3")),
         s3_endpoint=_http_url("s3_endpoint", text("s3_endpoint", "")),

@@ -64,6 +64,7 @@ class Permission(enum.StrEnum):
     USERS_MANAGE = "users.manage"  # list, enable and disable users
     ROUTING_CONFIGURE = "routing.configure"  # queues, skills, strategies
     AUDIT_READ = "audit.read"  # who was shown which customer's personal data
+    RECORDINGS_RETAIN = "recordings.retention"  # legal holds and retention extensions
 
 
 P = Permission

@@ -37,6 +37,7 @@ from cti.web.guard import (
     requires,
 )
 from cti.web.qa import add_qa_routes
+from cti.web.retention import add_retention_routes
 from cti.web.routing_api import add_routing_routes
 from cti.web.throttle_store import make_throttle_store
 from cti.web.wallboard import add_wallboard_routes
@@ -103,6 +104,7 @@ def make_app(
     app.router.add_get("/ws/agent", agent_socket)
     add_desktop_routes(app, center)  # the agent desktop page, customer search and view
     add_routing_routes(app)  # admin: queues, skills, agents and rules of the live router
+    add_retention_routes(app)  # legal holds, retention extensions, the recordings' lifecycle log
     add_qa_routes(app, center)  # the QA console: recordings search, playback, evaluations, audit
     add_wallboard_routes(app, center, directory)  # supervisors: the wallboard, its websocket, agent states
     if outbox is not None:

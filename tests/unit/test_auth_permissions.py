@@ -30,7 +30,7 @@ EXPECTED = {
     "admin": {
         P.CUSTOMER_READ, P.CUSTOMER_READ_SENSITIVE, P.WALLBOARD_READ, P.AGENT_STATE_MANAGE, P.RECORDINGS_PLAY,
         P.RECORDINGS_EVALUATE, P.RECORDINGS_AUDIT, P.CRM_OUTBOX_ADMIN, P.USERS_MANAGE, P.ROUTING_CONFIGURE,
-        P.EVALUATIONS_READ_OWN, P.QA_FORMS_MANAGE, P.AUDIT_READ,
+        P.EVALUATIONS_READ_OWN, P.QA_FORMS_MANAGE, P.AUDIT_READ, P.RECORDINGS_RETAIN,
     },
 }
 
@@ -40,7 +40,7 @@ def test_the_vocabulary_is_stable() -> None:
         [
             "agent.desktop", "customer.read", "customer.read_sensitive", "wallboard.read", "agent.state.manage",
             "recordings.play", "recordings.evaluate", "recordings.audit", "crm.outbox.admin", "users.manage",
-            "routing.configure", "evaluations.read_own", "qa.forms.manage", "audit.read",
+            "routing.configure", "evaluations.read_own", "qa.forms.manage", "audit.read", "recordings.retention",
         ]
     )
 
