@@ -37,6 +37,7 @@ audit = logging.getLogger("cti.audit")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS = {  # the only files served: nothing else in the folder is reachable
+    "common.js": "text/javascript",  # shared with the wallboard and the QA console
     "desktop.js": "text/javascript",
     "desktop.css": "text/css",
 }

@@ -29,53 +29,8 @@
 
   // --- small helpers ------------------------------------------------------------------
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value === true ? "" : String(value));
-    }
-    for (const child of children.flat(Infinity)) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function show(id, visible) { $(id).hidden = !visible; }
-  function say(text) { $("announcer").textContent = text; }
-  function words(slug) { return String(slug || "").replaceAll("_", " "); }
-  function when(iso) {
-    if (!iso) return "";
-    const date = new Date(iso);
-    return isNaN(date) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-  }
-  function clock(seconds) {
-    const s = Math.max(0, Math.floor(seconds));
-    const two = (n) => String(n).padStart(2, "0");
-    const hours = Math.floor(s / 3600);
-    const rest = `${two(Math.floor((s % 3600) / 60))}:${two(s % 60)}`;
-    return hours ? `${hours}:${rest}` : rest;
-  }
-
-  async function api(path, options = {}) {
-    const headers = { Accept: "application/json", ...(options.headers || {}) };
-    const method = options.method || "GET";
-    if (method !== "GET" && desk.me && desk.me.csrf_token) headers["X-CSRF-Token"] = desk.me.csrf_token;
-    if (options.json !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {
-      method,
-      headers,
-      credentials: "same-origin",
-      body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
-    });
-    let body = null;
-    try { body = await response.json(); } catch (_) { body = null; }
-    return { status: response.status, ok: response.ok, body: body || {} };
-  }
+  const { el, show, say, words, when, clock } = window.CtiHub;
+  const api = window.CtiHub.apiFor(() => desk.me);
 
   // --- login and who is here ----------------------------------------------------------
 

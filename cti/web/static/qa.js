@@ -23,31 +23,10 @@
 
   // --- small helpers ------------------------------------------------------------------
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value === true ? "" : String(value));
-    }
-    for (const child of children.flat(Infinity)) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function show(id, visible) { $(id).hidden = !visible; }
-  function say(text) { $("announcer").textContent = text; }
-  function words(slug) { return String(slug || "").replaceAll("_", " "); }
+  const { el, show, say, words } = window.CtiHub;
   function can(permission) { return Boolean(qa.me && (qa.me.permissions || []).includes(permission)); }
-  function when(iso) {
-    if (!iso) return "";
-    const date = new Date(iso);
-    return isNaN(date) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
-  }
+  const { when } = window.CtiHub;
+  // m:ss, as players show it (recordings are minutes long).
   function clock(seconds) {
     const s = Math.max(0, Math.floor(seconds || 0));
     return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
@@ -58,19 +37,7 @@
     return (b.field ? `${b.field}: ` : "") + (b.detail || `failed (${answer.status})`);
   }
 
-  async function api(path, options = {}) {
-    const headers = { Accept: "application/json", ...(options.headers || {}) };
-    const method = options.method || "GET";
-    if (method !== "GET" && qa.me && qa.me.csrf_token) headers["X-CSRF-Token"] = qa.me.csrf_token;
-    if (options.json !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {
-      method, headers, credentials: "same-origin",
-      body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
-    });
-    let body = null;
-    try { body = await response.json(); } catch (_) { body = null; }
-    return { status: response.status, ok: response.ok, body: body || {} };
-  }
+  const api = window.CtiHub.apiFor(() => qa.me);
 
   // --- login and who is here ----------------------------------------------------------
 
