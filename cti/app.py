@@ -28,6 +28,7 @@ from crm_sync.webhooks import EVENT_ID_WINDOW_S, WEBHOOK_TOLERANCE_S, make_webho
 from cti.agents.sessions import SessionRegistry
 from cti.bus import EventBus, make_bus
 from cti.calls.leg import ALLOWED_METHODS
+from cti.calls.overload import OverloadGuard
 from cti.calls.service import VoiceService
 from cti.center import ContactCenter
 from cti.config import ConfigError, Settings, setting_label
@@ -57,7 +58,8 @@ from cti.routing_config import (
 from cti.routing_store import RoutingConfigStore, SavedRouting
 from cti.secrets import load_secret_key
 from cti.sip.digest import Algorithm, NonceIssuer
-from cti.sip.transaction import TransactionLayer
+from cti.sip.overload import OverloadLimits, OverloadPolicy
+from cti.sip.transaction import T1, TransactionLayer
 from cti.sip.transport import SipEndpoint
 from cti.web.routing_api import ROUTING_ADMIN
 from cti.web.server import AuthOptions, close_websockets, make_app
@@ -118,6 +120,8 @@ class Hub:
     bindings: BindingStore | None = None
     redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
     crm_worker: DeliveryWorker | None = None
+    overload: OverloadGuard | None = None  # in front of the voice service: 503 for new calls when overloaded
+    sip_t1_s: float = T1  # RFC 3261's T1; tests shorten it so that transactions' wait states end sooner
     recordings: RecordingService | None = None
     purge_job: PurgeJob | None = None
     routing_admin: RoutingAdmin | None = None
@@ -249,12 +253,25 @@ class Hub:
         )
         if settings.recording_notice:
             self.voice.notice_sound = Path(settings.recording_notice)
-        self.sip = SipEndpoint(TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS)), self.voice)
-        self.voice.endpoint = self.sip
+        self.overload = OverloadGuard(
+            self.voice,
+            OverloadPolicy(
+                OverloadLimits.from_settings(
+                    lag_ms=settings.overload_lag_ms,
+                    max_setup=settings.overload_max_setup,
+                    retry_after_s=settings.overload_retry_after_s,
+                )
+            ),
+        )
+        self.sip = SipEndpoint(
+            TransactionLayer(allowed_methods=frozenset(ALLOWED_METHODS), t1=self.sip_t1_s), self.overload
+        )
+        self.voice.endpoint = self.overload.endpoint = self.sip
         center.attach_voice(self.voice)
         # UDP, then TCP on the same port number (RFC 3261 §18: a UA listens on both).
         self.sip_address = await self.sip.start(settings.sip_host, settings.sip_port)
         self.voice.start_watchdog()
+        self.overload.start()
 
         app = make_app(
             sessions=sessions,
@@ -333,6 +350,8 @@ class Hub:
 
     async def stop(self) -> None:
         """Calls in progress get a BYE, websockets a close frame, then everything closes."""
+        if self.overload is not None:
+            self.overload.stop()
         if self.voice is not None:
             self.voice.stop_watchdog()
             self.voice.hang_up_all()
@@ -416,4 +435,24 @@ class _HubCollector:
                 counts[hub.center.router.agent_state(username).value] += 1
             for state, count in counts.items():
                 agents.add_metric([state], count)
-        return [calls, contacts, rtp, relayed, sip_in, sip_failed, tcp, agents]
+        return [calls, contacts, rtp, relayed, sip_in, sip_failed, tcp, agents, *_sip_load_metrics(hub)]
+
+
+def _sip_load_metrics(hub: Hub) -> list[Metric]:
+    """Overload control and what it reads, and what is left in the SIP stack."""
+    guard, sip = hub.overload, hub.sip
+    refused = CounterMetricFamily("ctihub_sip_invites_refused", "New calls refused with 503 because the hub was overloaded")
+    refused.add_metric([], guard.refused_total if guard else 0)
+    overloaded = GaugeMetricFamily("ctihub_sip_overloaded", "1 while new calls are refused for overload")
+    overloaded.add_metric([], 1 if guard and guard.overloaded else 0)
+    lag = GaugeMetricFamily("ctihub_event_loop_lag_seconds", "Smoothed lag of the event loop, as overload control reads it")
+    lag.add_metric([], guard.loop_lag_s if guard else 0.0)
+    setup = GaugeMetricFamily("ctihub_sip_calls_in_setup", "New calls whose INVITE awaits its final response")
+    setup.add_metric([], guard.calls_in_setup if guard else 0)
+    drops = CounterMetricFamily("ctihub_sip_udp_receive_drops", "Datagrams the kernel dropped at the SIP UDP socket (Linux)")
+    drops.add_metric([], guard.udp_drops if guard else 0)
+    transactions = GaugeMetricFamily("ctihub_sip_transactions", "SIP transactions in progress (server and client)")
+    transactions.add_metric([], sip.layer.active_transactions if sip else 0)
+    legs = GaugeMetricFamily("ctihub_agent_legs", "Agents' call legs alive (ringing, answered or winding down)")
+    legs.add_metric([], hub.voice.agent_legs_alive if hub.voice else 0)
+    return [refused, overloaded, lag, setup, drops, transactions, legs]

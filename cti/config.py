@@ -59,6 +59,11 @@ class Settings:
     recording_default: str = "always"
     recording_notice: str | None = None  # None: the shipped cti/media/sounds/recording_notice.wav
     recording_purge_every_s: float = 86400.0  # the hub's own retention purge; 0: off (run the CLI instead)
+    # SIP overload control (cti.sip.overload): new calls are refused with 503 while the
+    # event loop lags this much or this many calls are in set-up; 0 turns a signal off.
+    overload_lag_ms: float = 250.0
+    overload_max_setup: int = 200
+    overload_retry_after_s: int = 5  # the Retry-After of the 503
     # The recordings' file format (wav, or flac: lossless, about half the size) and
     # store: files under recordings_dir, or an S3-compatible bucket (recordings_dir
     # is then the spool that files wait in until uploaded). The S3 keys are read from
@@ -119,6 +124,9 @@ _SETTINGS = {
     "recording_default": ("--recording-default", "CTIHUB_RECORDING_DEFAULT"),
     "recording_notice": ("--recording-notice", "CTIHUB_RECORDING_NOTICE"),
     "recording_purge_every": ("--recording-purge-every", "CTIHUB_RECORDING_PURGE_EVERY"),
+    "overload_lag_ms": ("--overload-lag-ms", "CTIHUB_OVERLOAD_LAG_MS"),
+    "overload_max_setup": ("--overload-max-setup", "CTIHUB_OVERLOAD_MAX_SETUP"),
+    "overload_retry_after": ("--overload-retry-after", "CTIHUB_OVERLOAD_RETRY_AFTER"),
     "recording_format": ("--recording-format", "CTIHUB_RECORDING_FORMAT"),
     "recordings_store": ("--recordings-store", "CTIHUB_RECORDINGS_STORE"),
     "s3_endpoint": ("--s3-endpoint", "CTIHUB_S3_ENDPOINT"),
@@ -184,6 +192,11 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         ),
         recording_notice=_notice_wav(text("recording_notice", "")) or None,
         recording_purge_every_s=_seconds("recording_purge_every", text("recording_purge_every", "86400")),
+        overload_lag_ms=_number("overload_lag_ms", text("overload_lag_ms", "250"), 0, 60_000, "milliseconds"),
+        overload_max_setup=int(_number("overload_max_setup", text("overload_max_setup", "200"), 0, 100_000, "calls", whole=True)),
+        overload_retry_after_s=int(
+            _number("overload_retry_after", text("overload_retry_after", "5"), 1, 3600, "seconds", whole=True)
+        ),
         recording_format=_choice("recording_format", text("recording_format", "wav").lower(), ("wav", "flac")),
         recordings_store=_choice("recordings_store", text("recordings_store", "file").lower(), ("file", "s3")),
         s3_endpoint=_http_url("s3_endpoint", text("s3_endpoint", "")),
@@ -374,6 +387,16 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(setting_label(name), f"{value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _number(name: str, value: str, low: float, high: float, unit: str, *, whole: bool = False) -> float:
+    try:
+        number = int(value) if whole else float(value)
+    except ValueError:
+        raise ConfigError(setting_label(name), f"{value!r} is not a {'whole ' if whole else ''}number of {unit}") from None
+    if not low <= number <= high:
+        raise ConfigError(setting_label(name), f"{value!r} must lie between {low:g} and {high:g} {unit}")
+    return number
 
 
 def _seconds(name: str, value: str) -> float:

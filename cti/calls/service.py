@@ -212,7 +212,7 @@ class VoiceService:
             for call in list(self._calls.values()):
                 if call.leg.invite_transaction == report.transaction and not call.leg.acked:
                     log.info("call %s: no ACK for our 200 OK; hanging up", call.leg.call_id)
-                    self._hang_up(call, ended_by="hub")
+                    self._hang_up_gone_peer(call)
 
     # --- the caller's INVITE ---------------------------------------------------------
 
@@ -717,6 +717,14 @@ class VoiceService:
         self._byes[transaction] = (leg.call_id, "caller")
         self._release_agent(call)
 
+    def _hang_up_gone_peer(self, call: Call) -> None:
+        """Hang up a call whose peer seems gone (no ACK, no RTP): the session ends as the
+        BYE goes out (RFC 3261 §15.1.1), not when its transaction gives up 32 s later,
+        so that a vanished caller does not hold the call, its ports and the counts."""
+        self._hang_up(call, ended_by="hub")
+        if self._calls.get(call.leg.call_id) is call:
+            self._caller_leg_gone(call, ended_by="hub")
+
     def _bye_completed(self, call_id: str, side: str) -> None:
         if side == "agent":
             entry = self._agent_legs.pop(call_id, None)
@@ -855,7 +863,7 @@ class VoiceService:
                 ]
                 if silent:
                     log.warning("call %s: no RTP from the %s for %.0f s; hanging up", call.leg.call_id, " and ".join(silent), self.rtp_timeout_s)
-                    self._hang_up(call, ended_by="hub")
+                    self._hang_up_gone_peer(call)
 
     def stop_watchdog(self) -> None:
         if self._watchdog is not None:

@@ -14,15 +14,21 @@ the connection its request came in on, `destination`, or if that one is gone to 
 connection to `fallback`, the Via's sent-by (§18.2.2).
 
 The retransmission of a 2xx to INVITE until its ACK (RFC 3261 §13.3.1.4) is done here,
-in the RFC 6026 "Accepted" state, so that the dialog layer stays free of timers.
+in the RFC 6026 "Accepted" state, so that the dialog layer stays free of timers. Once
+the ACK has come the transaction is over, but its key is remembered for 64*T1 (RFC
+6026's Timer L) so that a copy of the INVITE that was still queued (a busy hub reads
+its socket late) is absorbed instead of starting a second call with the same Call-ID.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
+from cti.sip._grammar import split_list
+from cti.sip.headers import Headers
 from cti.sip.message import (
     SipParseError,
     SipRequest,
@@ -32,8 +38,6 @@ from cti.sip.message import (
     response_for_parse_error,
     serialize,
 )
-from cti.sip._grammar import split_list
-from cti.sip.headers import Headers
 from cti.sip.uri import Via
 from cti.sip.validation import check_request
 
@@ -200,6 +204,8 @@ class _ClientTransaction:
     retransmit_interval: float = T1
     ack: bytes | None = None  # the ACK we sent for a non-2xx final response
     transport: str = UDP
+    cancelled: bool = False  # INVITE: a CANCEL went out, so Timer B runs again (§9.1)
+    cancels: str | None = None  # CANCEL: the INVITE client transaction it cancels
 
     @property
     def reliable(self) -> bool:
@@ -227,8 +233,12 @@ class TransactionLayer:
     timer_d: float = 32.0  # §17.1.1.2: at least 32 s over UDP, to absorb final-response retransmissions
     _servers: dict[str, _ServerTransaction] = field(default_factory=dict)
     _accepted: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Keys of INVITE transactions answered 2xx and ACKed, with when they stop absorbing
+    # copies of their INVITE (RFC 6026's Timer L), oldest first. Not transactions:
+    # not counted in `active_transactions`, no timer of their own.
+    _acked_invites: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _clients: dict[str, _ClientTransaction] = field(default_factory=dict)
-    _serial: "itertools.count[int]" = field(default_factory=itertools.count)
+    _serial: itertools.count[int] = field(default_factory=itertools.count)
 
     # --- inputs ----------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ class TransactionLayer:
         if isinstance(message, SipResponse):
             return self._response_received(message)
         try:
-            return self._request_received(message, source, transport)
+            return self._request_received(message, source, transport, now)
         except SipParseError as err:
             # A header the matching needs (Via, CSeq) is unusable.
             err.partial = err.partial or message
@@ -332,7 +342,10 @@ class TransactionLayer:
         headers.add("Call-ID", invite.call_id)
         headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
         cancel = SipRequest(method="CANCEL", uri=invite.uri, headers=headers)
-        return self.send_request(cancel, txn.destination, now, transport=txn.transport)
+        key, commands = self.send_request(cancel, txn.destination, now, transport=txn.transport)
+        txn.cancelled = True
+        self._clients[key].cancels = txn.key
+        return key, commands
 
     def send_stateless(
         self, message: SipRequest | SipResponse, destination: Address, *, transport: str = UDP
@@ -353,7 +366,7 @@ class TransactionLayer:
 
     # --- requests --------------------------------------------------------------------
 
-    def _request_received(self, request: SipRequest, source: Address, transport: str) -> list[Command]:
+    def _request_received(self, request: SipRequest, source: Address, transport: str, now: float) -> list[Command]:
         via = request.top_via
         request, destination = _stamp_received(request, via, source)
         fallback = None
@@ -362,10 +375,12 @@ class TransactionLayer:
             destination, fallback = source, (source[0], via.port or 5060)
         key = self._server_key(request)
         if request.method == "ACK":
-            return self._ack_received(request, key, source)
+            return self._ack_received(request, key, source, now)
         existing = self._servers.get(key)
         if existing is not None:
             return self._retransmission(existing)
+        if request.method == "INVITE" and self._still_acked(key, now):
+            return [Log(level="debug", message=f"late copy of the answered INVITE {key} absorbed")]
 
         txn = _ServerTransaction(
             key=key, method=request.method, request=request, destination=destination, transport=transport, fallback=fallback
@@ -398,7 +413,7 @@ class TransactionLayer:
             return [txn.send(txn.last_response)]
         return []  # ACCEPTED: the 2xx is retransmitted on its own timer; absorb.
 
-    def _ack_received(self, ack: SipRequest, key: str, source: Address) -> list[Command]:
+    def _ack_received(self, ack: SipRequest, key: str, source: Address, now: float) -> list[Command]:
         invite_key = self._server_key(ack, method="INVITE")
         txn = self._servers.get(invite_key)
         if txn is not None and txn.state == ServerState.COMPLETED:
@@ -417,8 +432,20 @@ class TransactionLayer:
             accepted = self._servers.pop(accepted_key)
             accepted.move(ServerState.TERMINATED)
             commands += [CancelTimer(key=f"G:{accepted_key}"), CancelTimer(key=f"H:{accepted_key}")]
+            if not accepted.reliable:  # over TCP a UAC never retransmits its INVITE
+                self._acked_invites[accepted_key] = now + 64 * self.t1
+                self._acked_invites.move_to_end(accepted_key)
         commands.append(DeliverAck(request=ack, source=source))
         return commands
+
+    def _still_acked(self, key: str, now: float) -> bool:
+        """Is `key` an INVITE answered and ACKed less than 64*T1 ago? Expired keys go."""
+        while self._acked_invites:
+            oldest, until = next(iter(self._acked_invites.items()))
+            if until > now:
+                break
+            del self._acked_invites[oldest]
+        return key in self._acked_invites
 
     def _reject_unparsable(self, err: SipParseError, source: Address, transport: str) -> list[Command]:
         response = response_for_parse_error(err)
@@ -478,6 +505,7 @@ class TransactionLayer:
             return [DeliverResponse(response=response, transaction=txn.key)]
         txn.move(ClientState.COMPLETED)
         stop: list[Command] = [CancelTimer(key=f"E:{txn.key}"), CancelTimer(key=f"F:{txn.key}")]
+        stop += self._cancel_answered(txn)
         if txn.reliable:
             self._drop_client(txn)  # Timer K is 0: no retransmitted response will come
             return [*stop, DeliverResponse(response=response, transaction=txn.key)]
@@ -486,6 +514,8 @@ class TransactionLayer:
     def _invite_response(self, txn: _ClientTransaction, response: SipResponse) -> list[Command]:
         stop = [CancelTimer(key=f"A:{txn.key}"), CancelTimer(key=f"B:{txn.key}")]
         if response.status < 200:
+            if txn.cancelled:
+                stop = stop[:1]  # a late provisional must not stop the post-CANCEL Timer B
             if txn.state not in (ClientState.TRYING, ClientState.PROCEEDING):
                 return []
             txn.move(ClientState.PROCEEDING)
@@ -525,15 +555,29 @@ class TransactionLayer:
             return [txn.send(txn.data), StartTimer(key=f"E:{txn.key}", delay=txn.retransmit_interval)]
         if kind in ("B", "F") and txn.state in (ClientState.TRYING, ClientState.PROCEEDING):
             self._drop_client(txn)
-            return [
+            commands: list[Command] = [
                 CancelTimer(key=f"{'A' if kind == 'B' else 'E'}:{txn.key}"),
                 ReportTimeout(transaction=txn.key, what="no_response"),
             ]
+            invite = self._clients.get(txn.cancels) if txn.cancels else None
+            if invite is not None and invite.state in (ClientState.TRYING, ClientState.PROCEEDING):
+                # 64*T1 since the CANCEL and still no final response: the INVITE is over too.
+                commands += self._client_timer("B", invite)
+            return commands
         if (kind == "K" and txn.state == ClientState.COMPLETED) or (
             kind in ("D", "M") and txn.state in (ClientState.COMPLETED, ClientState.ACCEPTED)
         ):
             self._drop_client(txn)
         return []
+
+    def _cancel_answered(self, cancel: _ClientTransaction) -> list[Command]:
+        """§9.1: once its CANCEL is answered, an INVITE still without a final response gets
+        64*T1 more, then is over. Else a phone that vanished after ringing (or whose 487
+        was lost for good) would hold the transaction, and the leg, for ever."""
+        invite = self._clients.get(cancel.cancels) if cancel.cancels else None
+        if invite is None or invite.state not in (ClientState.TRYING, ClientState.PROCEEDING):
+            return []
+        return [StartTimer(key=f"B:{invite.key}", delay=64 * self.t1)]
 
     def _drop_client(self, txn: _ClientTransaction) -> None:
         txn.move(ClientState.TERMINATED)

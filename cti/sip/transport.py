@@ -11,12 +11,18 @@ Which transport a request goes out on (`send_request`, `send_stateless`) is deci
 here, so the transaction user never knows: TCP when the next hop's URI (the first
 Route, else the Request-URI) says `;transport=tcp`, or when the destination address was
 last heard from over TCP; otherwise UDP. Responses follow their request's transport.
+
+The UDP socket gets a receive buffer with room for a burst, and tells how full it is
+(`udp_receive_queue`, from Linux's SO_MEMINFO), which overload control reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Protocol, cast
@@ -46,6 +52,13 @@ log = logging.getLogger("cti.sip")
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 MAX_REMEMBERED_PEERS = 10_000  # addresses whose last transport we remember (oldest forgotten first)
+
+# Linux's SO_MEMINFO (since 4.6): the socket's memory, read in one cheap getsockopt.
+_SO_MEMINFO = 55
+# Room for a burst of a few hundred messages (the usual default holds about 90 of 1 KB):
+# enough to ride out a short stall, small enough that what waits is not stale.
+UDP_RECEIVE_BUFFER = 512 * 1024  # Linux doubles it for its bookkeeping, within rmem_max
+_MEMINFO = struct.Struct("9I")  # rmem_alloc, rcvbuf, wmem_alloc, sndbuf, fwd_alloc, wmem_queued, optmem, backlog, drops
 
 
 class TransactionUser(Protocol):
@@ -101,6 +114,10 @@ class SipEndpoint:
         """Listen on UDP, then on TCP on the same port number (a port of 0 picks UDP's)."""
         self._loop = asyncio.get_running_loop()
         await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+        try:
+            self._udp_socket().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        except OSError as err:
+            log.debug("SIP UDP receive buffer left as it is: %s", err)
         address = self.local_address
         if tcp:
             self.tcp = SipTcpEndpoint(
@@ -118,6 +135,23 @@ class SipEndpoint:
         assert self._udp is not None, "endpoint not started"
         host, port = self._udp.get_extra_info("sockname")[:2]
         return str(host), int(port)
+
+    def udp_receive_queue(self) -> tuple[int, int, int] | None:
+        """The UDP socket's receive queue: (bytes in it, the buffer's size, datagrams the
+        kernel dropped so far). None where the platform cannot tell (not Linux)."""
+        if self._udp is None or self._udp.is_closing() or not sys.platform.startswith("linux"):
+            return None
+        sock = self._udp_socket()
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
+        except (OSError, AttributeError):
+            return None
+        fields = _MEMINFO.unpack(raw[: _MEMINFO.size].ljust(_MEMINFO.size, b"\0"))
+        return fields[0], fields[1], fields[8]
+
+    def _udp_socket(self) -> socket.socket:
+        assert self._udp is not None, "endpoint not started"
+        return cast(socket.socket, self._udp.get_extra_info("socket"))
 
     @property
     def running(self) -> bool:
