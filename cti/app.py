@@ -105,7 +105,7 @@ def phone_aor(agent_id: str, realm: str) -> str:
 @dataclass
 class Hub:
     settings: Settings
-    answer_delay_s: float = 0.5
+    answer_delay_s: float = 0.0  # the caller is answered at once and hears the queue (notice, music)
     offer_timeout_s: float = 20.0
     logout_grace_s: float = 15.0
     rtp_timeout_s: float | None = None  # None: the setting (CTIHUB_RTP_TIMEOUT)
