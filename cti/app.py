@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +53,12 @@ from cti.routing_config import (
     DEMO_ROUTING_FILE,
     Effective,
     RoutingFileError,
+    change_facts,
     effective,
     read_routing_file,
 )
+from cti.routing_link import AgentRequest, HubLink, ToAgent
+from cti.routing_shared import FactQueue
 from cti.routing_store import RoutingConfigStore, SavedRouting
 from cti.secrets import load_secret_key
 from cti.sip.digest import Algorithm, NonceIssuer
@@ -71,8 +75,12 @@ from recordings.s3_storage import s3_storage_from_settings
 from recordings.service import RecordingService
 from recordings.storage import FileStorage
 from recordings.store import RecordingStore
-from routing import AgentState, build_router
+from routing import AgentState, Router, build_router
 from routing import ConfigError as RoutingConfigError
+from routing.codec import rule_from
+from routing.redis_store import RedisRoutingStore
+from routing.snapshot import export_state
+from routing.store import Applied, InProcessStore, RoutingStore
 
 log = logging.getLogger("cti")
 
@@ -114,23 +122,30 @@ class Hub:
     bus: EventBus | None = None
     center: ContactCenter | None = None
     voice: VoiceService | None = None
+    overload: OverloadGuard | None = None  # in front of the voice service: 503 for new calls when overloaded
+    sip_t1_s: float = T1  # RFC 3261's T1; tests shorten it so that transactions' wait states end sooner
     sip: SipEndpoint | None = None  # UDP and TCP on sip_host:sip_port
     media: MediaPorts | None = None
     directory: Directory | None = None
     bindings: BindingStore | None = None
     redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
     crm_worker: DeliveryWorker | None = None
-    overload: OverloadGuard | None = None  # in front of the voice service: 503 for new calls when overloaded
-    sip_t1_s: float = T1  # RFC 3261's T1; tests shorten it so that transactions' wait states end sooner
     recordings: RecordingService | None = None
     purge_job: PurgeJob | None = None
     routing_admin: RoutingAdmin | None = None
+    # Shared routing (CTIHUB_ROUTING_STORE=redis): the keys' namespace in Redis (every
+    # hub of one contact center uses the same), this hub's facts and its link to the others.
+    routing_namespace: str = "routing"
+    routing_store: RoutingStore | None = None
+    routing_facts: FactQueue | None = None
+    routing_link: HubLink | None = None
     crm_connector: RestConnector | None = None
     http_runner: web.AppRunner | None = None
     http_address: tuple[str, int] | None = None
     sip_address: tuple[str, int] | None = None
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     _database_ok: bool = False
+    _reloads: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         settings = self.settings
@@ -155,18 +170,26 @@ class Hub:
         router = build_router(routing_model.config, publish_stats=True)
         loop = asyncio.get_running_loop()
         sessions = SessionRegistry(clock=loop.time)
+        shared_routing = settings.routing_store == "redis"
+        if shared_routing:
+            self.routing_store = await self._shared_routing_store(router)
+        else:
+            self.routing_store = InProcessStore(router)
         self.center = center = ContactCenter(
-            router=router,
+            store=self.routing_store,
             bus=self.bus,
             crm=crm,
             sessions=sessions,
             default_region=settings.default_region,
             offer_timeout_s=self.offer_timeout_s,
             logout_grace_s=self.logout_grace_s,
-            clock=loop.time,
+            # Hubs sharing routing share a clock too: the facts' times order the log.
+            clock=time.time if shared_routing else loop.time,
             sync_to_crm=settings.crm_url is not None,
             routing=routing_model.config,
         )
+        if shared_routing:
+            await self._share_routing(center, routing_model)
         self.routing_admin = RoutingAdmin(
             center=center,
             store=routing_store,
@@ -296,6 +319,60 @@ class Hub:
         self.http_address = (settings.http_host, sockets[0].getsockname()[1] if sockets else settings.http_port)
         self.registry.register(_HubCollector(self))
 
+    async def _shared_routing_store(self, router: Router) -> RedisRoutingStore:
+        """Join the routing state the hubs share in Redis (created from this hub's
+        configuration when no hub has run yet). Facts applied before the center exists
+        are history: nothing of this hub's is in them."""
+        assert self.redis is not None  # the setting needs CTIHUB_REDIS_URL
+
+        def applied(entry: Applied) -> None:
+            if self.center is not None and self.center.shared:
+                self.center.routing_applied(entry)
+
+        return await RedisRoutingStore.open(self.redis, lambda: router, namespace=self.routing_namespace, on_applied=applied)
+
+    async def _share_routing(self, center: ContactCenter, model: Effective) -> None:
+        """Start the fact queue and the link to the other hubs, then bring the shared state
+        to this hub's configuration (nothing is submitted when it is already there)."""
+        assert self.redis is not None and self.routing_store is not None
+        hub_id = uuid.uuid4().hex[:12]
+
+        def envelope(item: object) -> None:
+            if isinstance(item, ToAgent):
+                center.from_other_hub(item)
+            elif isinstance(item, AgentRequest):
+                center.request_from_other_hub(item)
+            elif self.routing_facts is not None:
+                self.routing_facts.wake()  # a nudge: another hub logged facts
+
+        self.routing_link = link = HubLink(
+            self.redis, channel=f"{{{self.routing_namespace}}}:hubs", hub_id=hub_id, on_envelope=envelope
+        )
+        await link.start()
+        self.routing_facts = facts = FactQueue(self.routing_store, after_submit=link.nudge)
+        center.attach_shared(facts, link)
+        center.on_config_changed = self._reload_routing_soon
+        facts.start()
+        router = self.routing_store.router
+        if router.max_missed_offers != model.config.max_missed_offers:
+            log.warning(
+                "routing: the shared state keeps max_missed_offers=%s; this hub's configuration says %s "
+                "(it cannot change while hubs share routing)", router.max_missed_offers, model.config.max_missed_offers,
+            )
+        rules_before = tuple(rule_from(r) for r in export_state(router)["rules"])
+        await center.apply_routing_facts(
+            change_facts(router, model.config, time.time(), rules_before=rules_before), model.config
+        )
+        log.info("routing shared through Redis (namespace %r) as hub %s", self.routing_namespace, hub_id)
+
+    def _reload_routing_soon(self) -> None:
+        """Another hub changed the routing configuration: its document is in the
+        database already (saved before applied); this hub's copy follows."""
+        if self.routing_admin is not None:
+            task = asyncio.create_task(self.routing_admin.reload())
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+
     async def _routing_model(
         self, store: RoutingConfigStore, directory: Directory
     ) -> tuple[Effective, str, SavedRouting | None]:
@@ -350,10 +427,11 @@ class Hub:
 
     async def stop(self) -> None:
         """Calls in progress get a BYE, websockets a close frame, then everything closes."""
+        if self.voice is not None:
+            self.voice.stop_watchdog()
         if self.overload is not None:
             self.overload.stop()
         if self.voice is not None:
-            self.voice.stop_watchdog()
             self.voice.hang_up_all()
             deadline = asyncio.get_running_loop().time() + SHUTDOWN_BYE_WAIT_S
             while self.voice.active_calls and asyncio.get_running_loop().time() < deadline:
@@ -363,6 +441,14 @@ class Hub:
             await self.http_runner.cleanup()
         if self.center is not None:
             await self.center.drain()
+        if self.routing_facts is not None:
+            await self.routing_facts.close()
+            if self.center is not None:
+                await self.center.drain()  # what the last facts made the center do
+        if self.routing_link is not None:
+            await self.routing_link.close()
+        if self.routing_store is not None:
+            await self.routing_store.close()
         if self.purge_job is not None:
             await self.purge_job.stop()
         if self.recordings is not None:
@@ -393,6 +479,7 @@ class Hub:
             f"CTI Hub listening: SIP udp:{sip_host}:{sip_port} and tcp:{sip_host}:{sip_port}, HTTP http://{http_host}:{http_port}",
             f"  database: {self.settings.effective_database_url.split('@')[-1]}",
             f"  state and bus: {'Redis ' + self.settings.redis_url if self.settings.redis_url else 'in-process'}",
+            f"  routing: {'shared through Redis' if self.settings.routing_store == 'redis' else 'in this process'}",
         ]
         if self.directory is not None:
             for number, queue in sorted(self.directory.numbers.items()):

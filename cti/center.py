@@ -38,6 +38,8 @@ from cti.routing_contact import (
     preferred_agent,
     rules_applying,
 )
+from cti.routing_link import AgentRequest, HubLink, ToAgent
+from cti.routing_shared import FactQueue, carried_out_here
 from cti.routing_stats import StatsPublisher
 from recordings.service import RecordingRefused
 from routing import (
@@ -57,6 +59,24 @@ from routing import (
     WithdrawOffer,
 )
 from routing.expressions import Value
+from routing.facts import (
+    AgentConfigured,
+    AgentLoggedIn,
+    AgentLoggedOut,
+    AgentStateRequested,
+    ContactAbandoned,
+    ContactArrived,
+    ContactFinished,
+    Fact,
+    OfferAccepted,
+    OfferRejected,
+    QueueConfigured,
+    RulesChanged,
+    TimePassed,
+    WrapUpDone,
+    apply,
+)
+from routing.store import Applied, RoutingStore
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +153,8 @@ class Contact:
     # Set when routing let go of the contact (queue full, maximum wait: reject,
     # disconnect or callback): the hub ends the call; the interaction says why.
     released: str | None = None
+    routed: bool = False  # its arrival went to routing (shared routing: maybe not applied yet)
+    answered_on_phone: bool = False  # the offered agent's phone answered (shared routing)
 
 
 class RecordingControl(Protocol):
@@ -193,7 +215,10 @@ class _Handled:
 
 @dataclass
 class ContactCenter:
-    router: Router
+    # Where the routing state lives. In the process (`InProcessStore`): facts are applied
+    # to its router at once, as calls. Shared by several hubs (`attach_shared`): facts go
+    # through a FactQueue, and results come back once the store has applied them.
+    store: RoutingStore
     bus: EventBus
     crm: CrmStore
     sessions: SessionRegistry
@@ -222,9 +247,33 @@ class ContactCenter:
     dispositions: tuple[str, ...] = DEFAULT_DISPOSITIONS
     _handled: OrderedDict[str, _Handled] = field(default_factory=OrderedDict)  # by interaction id
     _last_handled: dict[str, str] = field(default_factory=dict)  # agent -> their latest interaction id
+    _facts: FactQueue | None = None  # shared routing: this hub's facts, in order
+    # Shared routing: interaction ids of the pops other hubs sent to this hub's agents (by
+    # contact), so that the wrap-up of a call another hub held is taken here.
+    _popped: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _link: HubLink | None = None  # shared routing: messages to agents on other hubs
+    _tick_queued: bool = False  # shared routing: a TimePassed of ours waits in the queue
+    # Shared routing: another hub changed the routing configuration (this hub reloads it).
+    on_config_changed: Callable[[], None] | None = None
+
+    @property
+    def router(self) -> Router:
+        """The router to read (never to change: changes are facts, see `_submit`). Read
+        it each time: a shared store replaces it when it loads a snapshot."""
+        return self.store.router
+
+    @property
+    def shared(self) -> bool:
+        return self._facts is not None
 
     def attach_voice(self, voice: VoiceControl) -> None:
         self._voice = voice
+
+    def attach_shared(self, facts: FactQueue, link: HubLink) -> None:
+        """Route from a state shared with other hubs: `clock` must then be wall time
+        (time.time), the one clock of every hub sharing the store."""
+        self._facts = facts
+        self._link = link
 
     # --- voice side ------------------------------------------------------------------
 
@@ -285,15 +334,17 @@ class ContactCenter:
                 attributes=contact.attributes,
                 window_s=window,
             )
-        try:
-            commands = self.router.contact_arrived(
-                contact.contact_id, contact.queue, self.clock(), attributes=contact.attributes,
-                preferred_agent=contact.preferred_agent, preferred_for_s=window,
-            )
-        except RoutingError as err:
+        def unroutable(err: RoutingError) -> None:
             log.error("contact %s of call %s cannot be routed: %s", contact.contact_id, contact.call_id, err)
-            return
-        self._execute(commands)
+
+        contact.routed = True
+        self._submit(
+            ContactArrived(
+                contact_id=contact.contact_id, queue=contact.queue, now=self.clock(), attributes=contact.attributes,
+                preferred_agent=contact.preferred_agent, preferred_for_s=window,
+            ),
+            failed=unroutable,
+        )
 
     async def _identity_within(self, contact: Contact, wait_s: float) -> CallerIdentity | None:
         try:
@@ -318,26 +369,27 @@ class ContactCenter:
             disposition = contact.released
         elif agent is not None:
             outcome = "completed"
-            try:
-                self._execute(self.router.contact_finished(contact.contact_id, now))
-            except RoutingError as err:  # routing already let go of it; the call record still counts
-                log.warning("routing did not know finished contact %s: %s", contact.contact_id, err)
+            self._submit(ContactFinished(contact_id=contact.contact_id, now=now), failed=self._unknown_finished)
             self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
             if self.recordings is not None:
                 self.recordings.segment_ended(call_id)
         else:
             outcome = "abandoned" if ended_by == "caller" else "failed"
             # Only a contact routing holds was abandoned in a queue; one still waiting
-            # for its CRM lookup never reached routing.
-            if contact.queued_at is not None and self.router.queue_of(contact.contact_id) is not None:
-                self._execute(self.router.contact_abandoned(contact.contact_id, now))
-                self._publish(
-                    ev.ContactAbandoned(
-                        occurred_at=_utc_now(),
-                        contact_id=contact.contact_id,
-                        queue=contact.queue,
-                        waited_s=round(now - contact.queued_at, 3),
-                    )
+            # for its CRM lookup never reached routing. (Shared routing: the arrival may
+            # still wait in this hub's queue of facts, ahead of the abandon.)
+            routed = contact.routed if self.shared else self.router.queue_of(contact.contact_id) is not None
+            if contact.queued_at is not None and routed:
+                abandoned = ev.ContactAbandoned(
+                    occurred_at=_utc_now(),
+                    contact_id=contact.contact_id,
+                    queue=contact.queue,
+                    waited_s=round(now - contact.queued_at, 3),
+                )
+                self._submit(
+                    ContactAbandoned(contact_id=contact.contact_id, now=now),
+                    then=lambda: self._publish(abandoned),
+                    failed=(lambda err: self._abandon_refused(contact.contact_id, err)) if self.shared else None,
                 )
         ended_at = _utc_now()
         self._publish(
@@ -354,8 +406,10 @@ class ContactCenter:
         if timer is not None:
             timer.cancel()
         if self.router.agent_state(username) == AgentState.OFFLINE:
-            self._execute(self.router.agent_logged_in(username, self.clock()))
-            self._publish(ev.AgentLoggedIn(occurred_at=_utc_now(), agent_id=username))
+            self._submit(
+                AgentLoggedIn(agent_id=username, now=self.clock()),
+                then=lambda: self._publish(ev.AgentLoggedIn(occurred_at=_utc_now(), agent_id=username)),
+            )
 
     def agent_disconnected(self, username: str) -> None:
         """The agent's last websocket closed: log them out after a grace period, so that a
@@ -375,10 +429,14 @@ class ContactCenter:
             return
         if state == AgentState.BUSY:
             # Never cut a customer off: the logout takes effect when the call ends.
-            self._execute(self.router.agent_state_requested(username, AgentState.OFFLINE, self.clock(), "logged_out"))
+            self._submit(
+                AgentStateRequested(agent_id=username, state=AgentState.OFFLINE, now=self.clock(), reason="logged_out")
+            )
             return
-        self._execute(self.router.agent_logged_out(username, self.clock()))
-        self._publish(ev.AgentLoggedOut(occurred_at=_utc_now(), agent_id=username))
+        self._submit(
+            AgentLoggedOut(agent_id=username, now=self.clock()),
+            then=lambda: self._publish(ev.AgentLoggedOut(occurred_at=_utc_now(), agent_id=username)),
+        )
 
     def set_state(self, username: str, state: str, reason: str | None = None) -> None:
         try:
@@ -390,16 +448,26 @@ class ContactCenter:
         if wanted == AgentState.OFFLINE:
             self.log_out(username)
             return
-        self._route(lambda now: self.router.agent_state_requested(username, wanted, now, reason))
+        self._route(
+            AgentStateRequested(agent_id=username, state=wanted, now=self.clock(), reason=reason), username, "set_state"
+        )
 
     def accept(self, username: str, contact_id: str) -> None:
         """The agent takes the offered contact from the desktop (no phone rung)."""
+        if self.shared and contact_id not in self._contacts:
+            # The call is held by another hub: the router (in log order) checks that the
+            # offer is this agent's; the hub holding the call connects it once applied.
+            self._route(OfferAccepted(contact_id=contact_id, agent_id=username, now=self.clock()), username, "accept")
+            return
         contact = self._owned_offer(username, contact_id)
         if contact.phone_ringing:
             raise CenterError("answer_on_phone", "your phone is ringing: answer the call on it")
         self._accepted(username, contact)
 
     def reject(self, username: str, contact_id: str) -> None:
+        if self.shared and contact_id not in self._contacts:
+            self._route(OfferRejected(contact_id=contact_id, agent_id=username, now=self.clock()), username, "reject")
+            return
         contact = self._owned_offer(username, contact_id)
         if contact.phone_ringing and self._voice is not None:
             self._voice.stop_ringing(contact.call_id, AgentLegEnd.DECLINED)
@@ -410,6 +478,7 @@ class ContactCenter:
         contact = self._contact_of_call(call_id)
         if contact is None or contact.offered_to is None or contact.agent_id is not None:
             return
+        contact.answered_on_phone = True
         self._accepted(contact.offered_to, contact)
 
     def agent_phone_failed(self, call_id: str, end: AgentLegEnd) -> None:
@@ -418,7 +487,7 @@ class ContactCenter:
         if contact is None or contact.offered_to is None or contact.agent_id is not None:
             return
         log.info("phone of %s: %s for contact %s", contact.offered_to, end.value, contact.contact_id)
-        self._spawn(self.sessions.send(contact.offered_to, {"type": "offer_withdrawn", "contact_id": contact.contact_id, "reason": f"phone_{end.value}"}))
+        self._to_agent(contact.offered_to, {"type": "offer_withdrawn", "contact_id": contact.contact_id, "reason": f"phone_{end.value}"})
         self._rejected(contact.offered_to, contact)
 
     def dtmf_received(self, call_id: str, digit: str, duration_ms: int) -> None:
@@ -442,10 +511,7 @@ class ContactCenter:
             return False
         agent = contact.agent_id
         now = self.clock()
-        try:
-            self._execute(self.router.contact_finished(contact.contact_id, now))
-        except RoutingError as err:
-            log.warning("transfer of %s: routing did not know the contact: %s", contact.contact_id, err)
+        self._submit(ContactFinished(contact_id=contact.contact_id, now=now), failed=self._unknown_finished)
         self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
         if self.recordings is not None:
             self.recordings.segment_ended(call_id)  # the next agent's part is a recording of its own
@@ -468,11 +534,18 @@ class ContactCenter:
         self._contacts[contact.contact_id] = contact
         self._by_call[call_id] = contact.contact_id
         # The same customer: the same attributes, so the same rules apply in the new queue.
-        self._execute(self.router.contact_arrived(contact.contact_id, to_queue, now, attributes=contact.attributes))
+        contact.routed = True
+        self._submit(ContactArrived(contact_id=contact.contact_id, queue=to_queue, now=now, attributes=contact.attributes))
         return True
 
     def _accepted(self, username: str, contact: Contact) -> None:
-        self._route(lambda now: self.router.offer_accepted(contact.contact_id, username, now))
+        fact = OfferAccepted(contact_id=contact.contact_id, agent_id=username, now=self.clock())
+        self._route(fact, username, "accept")
+        if not self.shared:  # shared: `_fact_applied` connects it once the store applied it
+            self._took(username, contact)
+
+    def _took(self, username: str, contact: Contact) -> None:
+        """Routing accepted the agent's taking of the contact: it is theirs now."""
         contact.agent_id = username
         contact.phone_ringing = False
         contact.answered_at = _utc_now()
@@ -489,12 +562,14 @@ class ContactCenter:
     def _rejected(self, username: str, contact: Contact) -> None:
         contact.offered_to = None
         contact.phone_ringing = False
-        self._route(lambda now: self.router.offer_rejected(contact.contact_id, username, now))
+        self._route(OfferRejected(contact_id=contact.contact_id, agent_id=username, now=self.clock()), username, "reject")
 
     def recording(self, username: str, contact_id: str, action: str) -> dict[str, Any]:
         """The agent starts, stops, pauses or resumes the recording of their call (PCI
         pause before a card number; start on an on-demand queue). Returns the status."""
         contact = self._contacts.get(contact_id)
+        if contact is None and self.shared and self.router.agent_for(contact_id) == username:
+            raise CenterError("on_another_hub", "this call is held by another hub: its recording cannot be controlled from here")
         if contact is None or contact.agent_id != username or contact.ended:
             raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
         if self.recordings is None:
@@ -518,6 +593,8 @@ class ContactCenter:
         return self.recordings.status(contact.call_id, contact.queue)
 
     def hang_up(self, username: str, contact_id: str) -> None:
+        if self._forwarded(username, contact_id, "hangup"):
+            return
         contact = self._contacts.get(contact_id)
         if contact is None or contact.agent_id != username:
             raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
@@ -527,6 +604,8 @@ class ContactCenter:
 
     def hold(self, username: str, contact_id: str, *, held: bool) -> None:
         """Hold or resume from the desktop; the `call.held` / `call.resumed` event follows."""
+        if self._forwarded(username, contact_id, "hold" if held else "unhold"):
+            return
         contact = self._contacts.get(contact_id)
         if contact is None or contact.agent_id != username or contact.ended:
             raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
@@ -539,6 +618,8 @@ class ContactCenter:
     def transfer(self, username: str, contact_id: str, queue: str) -> None:
         """Blind transfer from the desktop to another queue (the caller waits there, with
         music); the `call.transferred` event follows, as for a REFER from the phone."""
+        if self._forwarded(username, contact_id, "transfer", queue=queue):
+            return
         contact = self._contacts.get(contact_id)
         if contact is None or contact.agent_id != username or contact.ended:
             raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
@@ -550,6 +631,37 @@ class ContactCenter:
             raise CenterError("no_voice", "the voice service is not running")
         if not self._voice.transfer_to_queue(contact.call_id, queue=queue, number=""):
             raise CenterError("bad_state", "the call cannot be transferred now (its phone has not answered)")
+
+    def _forwarded(self, username: str, contact_id: str, request: str, **args: Any) -> bool:
+        """Shared routing: a request about a call another hub holds goes to that hub (the
+        replica says whether the call is this agent's); its answer, when it is an error,
+        comes back to the agent's desktop as an `error` message."""
+        if self._link is None or contact_id in self._contacts:
+            return False
+        if self.router.agent_for(contact_id) != username or not self.router.is_accepted(contact_id):
+            raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
+        self._link.to_hubs(username, request, contact_id, **args)
+        return True
+
+    def request_from_other_hub(self, request: AgentRequest) -> None:
+        """An agent on another hub asks about a call this hub holds."""
+        if request.contact_id not in self._contacts:
+            return  # held by another hub (or gone): that one answers
+        agent, contact_id = request.agent_id, request.contact_id
+        try:
+            if request.request == "hangup":
+                self.hang_up(agent, contact_id)
+            elif request.request in ("hold", "unhold"):
+                self.hold(agent, contact_id, held=request.request == "hold")
+            elif request.request == "transfer":
+                self.transfer(agent, contact_id, str(request.args.get("queue", "")))
+            else:
+                log.warning("unknown request %r from another hub", request.request)
+        except CenterError as err:
+            answer = {"type": "error", "error": err.code, "detail": err.detail, "request": request.request}
+            if err.field is not None:
+                answer["field"] = err.field
+            self._to_agent(agent, answer)
 
     # --- wrap-up ---------------------------------------------------------------------
 
@@ -591,7 +703,7 @@ class ContactCenter:
             raise CenterError("no_such_interaction", f"interaction {handled.interaction_id} is not in the CRM",
                               field="interaction_id")
         if self._last_handled.get(username) == handled.interaction_id and self.router.agent_state(username) == AgentState.WRAP_UP:
-            self._route(lambda now: self.router.wrap_up_done(username, now))  # the after-call work is done
+            self._route(WrapUpDone(agent_id=username, now=self.clock()), username, "wrap_up")  # the after-call work is done
         return {
             "interaction_id": handled.interaction_id,
             "contact_id": handled.contact_id,
@@ -640,12 +752,139 @@ class ContactCenter:
 
     # --- routing commands ------------------------------------------------------------
 
-    def _route(self, step: Callable[[float], list[Any]]) -> None:
-        try:
-            commands = step(self.clock())
-        except RoutingError as err:
-            raise CenterError(getattr(err, "code", "routing_error"), str(err)) from None
-        self._execute(commands)
+    def _submit(
+        self,
+        fact: Fact,
+        *,
+        then: Callable[[], None] | None = None,
+        failed: Callable[[RoutingError], None] | None = None,
+    ) -> None:
+        """The one way a change reaches routing. In the process: the fact is applied at
+        once, its commands carried out, then `then` runs; a RoutingError goes to `failed`,
+        or is raised when there is none. Shared: the fact joins this hub's queue, and the
+        same happens once the store has applied it (a RoutingError without `failed` is
+        logged)."""
+        if self._facts is None:
+            try:
+                commands = apply(self.router, fact)
+            except RoutingError as err:
+                if failed is None:
+                    raise
+                failed(err)
+                return
+            self._execute(commands)
+            if then is not None:
+                then()
+            return
+
+        def done(commands: list[Command]) -> None:
+            self._execute_shared(commands, mine=True)
+            self._fact_applied(fact)
+            if then is not None:
+                then()
+
+        self._facts.put(fact, done=done, failed=failed)
+
+    def _route(self, fact: Fact, username: str, request: str) -> None:
+        """An agent's request: a RoutingError is a CenterError for them (in the process,
+        raised at once; shared, sent to their desktop as an `error` once known)."""
+        if self._facts is None:
+            try:
+                self._submit(fact)
+            except RoutingError as err:
+                raise CenterError(getattr(err, "code", "routing_error"), str(err)) from None
+            return
+
+        def refused(err: RoutingError) -> None:
+            self._to_agent(username, {"type": "error", "error": err.code, "detail": str(err), "request": request})
+
+        self._submit(fact, failed=refused)
+
+    def _unknown_finished(self, err: RoutingError) -> None:
+        # Routing already let go of it; the call record still counts.
+        log.warning("routing did not know a finished contact: %s", err)
+
+    def _abandon_refused(self, contact_id: str, err: RoutingError) -> None:
+        """Shared routing: the caller hung up while an accept of the call was still on its
+        way; the router has the contact with the agent, so it is finished instead."""
+        if err.code != "already_assigned":
+            log.warning("routing refused the abandon of %s: %s", contact_id, err)
+            return
+        self._submit(ContactFinished(contact_id=contact_id, now=self.clock()), failed=self._unknown_finished)
+
+    async def routed(self) -> None:
+        """Wait until every routing fact this hub produced so far is applied (at once in
+        the process; shared, when the store has it). For answers that report the
+        state after a change (the wallboard's set-state)."""
+        if self._facts is not None:
+            await self._facts.drained()
+
+    # --- shared routing: what other hubs did ------------------------------------------
+
+    def routing_applied(self, applied: Applied) -> None:
+        """Shared routing: the store applied a fact to this hub's replica. This hub's own
+        facts are carried out when the queue hands them back; another hub's are carried
+        out here, for the contacts whose calls this hub holds."""
+        if applied.mine:
+            return
+        if applied.error is None:
+            self._execute_shared(list(applied.commands), mine=False)
+            self._fact_applied(applied.fact)
+            if isinstance(applied.fact, AgentConfigured | QueueConfigured | RulesChanged) and self.on_config_changed:
+                self.on_config_changed()
+        self._schedule_tick()  # the replica's next deadline may have moved
+
+    def from_other_hub(self, envelope: ToAgent) -> None:
+        """A message for an agent from another hub: delivered (and journalled) here when
+        the agent has a session on this hub."""
+        if not self.sessions.serves(envelope.agent_id):
+            return
+        message = envelope.message
+        raw = message.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if message.get("type") == "screen_pop" and isinstance(message.get("interaction_id"), str):
+            self._popped[str(message.get("contact_id"))] = message["interaction_id"]
+            while len(self._popped) > WRAPUP_MEMORY:
+                self._popped.popitem(last=False)
+        elif message.get("type") == "interaction.recorded" and isinstance(data.get("interaction_id"), str):
+            self._interaction_settled(data["interaction_id"], stored=True)  # the wrap-up may go ahead
+        self._spawn(self.sessions.send(envelope.agent_id, message))
+
+    def _execute_shared(self, commands: list[Command], *, mine: bool) -> None:
+        holds = self._contacts.__contains__
+        self._execute([c for c in commands if carried_out_here(c, holds=holds, mine=mine)])
+
+    def _fact_applied(self, fact: Fact) -> None:
+        """Shared routing: what the hub holding a call does once an agent's answer to its
+        offer is applied, whichever hub the agent spoke to."""
+        match fact:
+            case OfferAccepted(contact_id=contact_id, agent_id=agent_id):
+                contact = self._contacts.get(contact_id)
+                if contact is None and contact_id in self._popped and self.sessions.serves(agent_id):
+                    # Another hub holds the call; its wrap-up comes to this one.
+                    self._handled[self._popped[contact_id]] = _Handled(
+                        agent_id=agent_id, contact_id=contact_id, interaction_id=self._popped[contact_id]
+                    )
+                    self._last_handled[agent_id] = self._popped[contact_id]
+                    while len(self._handled) > WRAPUP_MEMORY:
+                        self._handled.popitem(last=False)
+                if contact is None or contact.agent_id is not None or contact.ended:
+                    return
+                if contact.phone_ringing and not contact.answered_on_phone and self._voice is not None:
+                    # Accepted on a desktop served by another hub while the phone rang: the
+                    # hub holds the caller's media, as for any desktop accept.
+                    self._voice.stop_ringing(contact.call_id, AgentLegEnd.CANCELLED)
+                self._took(agent_id, contact)
+            case OfferRejected(contact_id=contact_id, agent_id=agent_id):
+                contact = self._contacts.get(contact_id)
+                if contact is None or contact.offered_to != agent_id:
+                    return
+                if contact.phone_ringing and self._voice is not None:
+                    self._voice.stop_ringing(contact.call_id, AgentLegEnd.DECLINED)
+                contact.offered_to = None
+                contact.phone_ringing = False
+            case _:
+                pass
 
     def apply_routing_change(self, change: Callable[[float], list[Command]], config: RoutingConfig) -> None:
         """A new routing configuration goes live (the routing API): `change` carries it
@@ -654,6 +893,14 @@ class ContactCenter:
         commands = change(self.clock())
         self.routing = config
         self._execute(commands)
+
+    async def apply_routing_facts(self, facts: Sequence[Fact], config: RoutingConfig) -> None:
+        """Shared routing: a new configuration goes live as facts (queues, agents, rules),
+        applied at the same point of the log by every hub's replica."""
+        self.routing = config
+        for fact in facts:
+            self._submit(fact)
+        await self.routed()
 
     def _execute(self, commands: list[Any]) -> None:
         for command in commands:
@@ -670,7 +917,7 @@ class ContactCenter:
                         contact.phone_ringing = False
                     if reason == "timeout":
                         log.info("offer of %s to %s timed out", contact_id, agent_id)
-                    self._spawn(self.sessions.send(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": reason}))
+                    self._to_agent(agent_id, {"type": "offer_withdrawn", "contact_id": contact_id, "reason": reason})
                 case AnnounceAgentState(agent_id=agent_id, state=state, previous=previous, reason=reason):
                     self._publish(
                         ev.AgentStateChanged(
@@ -721,7 +968,11 @@ class ContactCenter:
 
     def _schedule_tick(self) -> None:
         """One loop timer for the router's next deadline (reservation expiry, wrap-up
-        end, maximum wait, widening step, preferred window, relaxing rule)."""
+        end, maximum wait, widening step, preferred window, relaxing rule). Shared: every
+        hub keeps one for its replica; the first TimePassed logged does the work, the
+        others find nothing due."""
+        if self._tick_queued:
+            return  # rescheduled once our TimePassed is applied
         deadline = self.router.next_deadline()
         if deadline is None:
             if self._tick_timer is not None:
@@ -739,6 +990,15 @@ class ContactCenter:
 
     def _tick(self) -> None:
         self._tick_timer = None
+        if self._facts is not None:
+            self._tick_queued = True
+
+            def settled(*_: object) -> None:
+                self._tick_queued = False
+                self._schedule_tick()
+
+            self._submit(TimePassed(now=self.clock()), then=settled, failed=settled)
+            return
         try:
             commands = self.router.tick(self.clock())
         except RoutingError:
@@ -821,7 +1081,7 @@ class ContactCenter:
         """The pop goes out the moment the offer is made; then the agent's phone rings
         (when one is registered), showing the customer's name."""
         identity = await _identity_or_unknown(contact.identity)
-        await self.sessions.send(agent_id, screen_pop(contact, identity, offer_timeout_s=contact.offer_timeout_s))
+        await self._send_to_agent(agent_id, screen_pop(contact, identity, offer_timeout_s=contact.offer_timeout_s))
         if self._voice is None or contact.ended or contact.offered_to != agent_id:
             return
         phones = await self._voice.phones_of(agent_id)
@@ -895,7 +1155,23 @@ class ContactCenter:
         """`to_agents` False: the bus only (statistics are for wallboards, not desktops)."""
         self._spawn(self.bus.publish(event))
         for username in _agents_concerned(event) if to_agents else ():
-            self._spawn(self.sessions.send(username, event.to_wire()))
+            self._to_agent(username, event.to_wire())
+
+    def _to_agent(self, username: str, message: dict[str, Any]) -> None:
+        """A message for an agent's desktop. Shared routing: the agent's websocket may be
+        on another hub, so it also goes to the others (in order, through the link)."""
+        if self._link is not None:
+            self._link.to_agent(username, message)
+            if not self.sessions.serves(username):
+                return
+        self._spawn(self.sessions.send(username, message))
+
+    async def _send_to_agent(self, username: str, message: dict[str, Any]) -> None:
+        if self._link is not None:
+            self._link.to_agent(username, message)
+            if not self.sessions.serves(username):
+                return
+        await self.sessions.send(username, message)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -916,6 +1192,15 @@ class ContactCenter:
 
     async def drain(self) -> None:
         """Wait for pending publications and writes (used at shutdown)."""
+        if self.shared:
+            # The routing state outlives this hub: its agents (their sockets closed at
+            # shutdown) are logged out now, or the other hubs would offer them calls.
+            for username in list(self._logout_timers):
+                self._logout_timers[username].cancel()
+                try:
+                    self.log_out(username)
+                except Exception:  # a broken replica must not stop the shutdown
+                    log.exception("logging %s out of the shared routing state failed", username)
         for timer in [*self._logout_timers.values(), *([self._tick_timer] if self._tick_timer else [])]:
             timer.cancel()
         self._tick_timer = None

@@ -45,6 +45,11 @@ class Settings:
     # Digest algorithms offered to phones, in preference order (RFC 8760: SHA-256 first);
     # "MD5" alone for phone fleets that know nothing else.
     sip_digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    # SIP overload control (cti.sip.overload): new calls are refused with 503 while the
+    # event loop lags this much or this many calls are in set-up; 0 turns a signal off.
+    overload_lag_ms: float = 250.0
+    overload_max_setup: int = 200
+    overload_retry_after_s: int = 5  # the Retry-After of the 503
     secret_key: str = ""  # empty: generated once into the data dir (see cti.secrets)
     # The external CRM: interactions go out through the outbox when a URL is set; the
     # token is read from the environment variable named here, never from a file.
@@ -59,11 +64,6 @@ class Settings:
     recording_default: str = "always"
     recording_notice: str | None = None  # None: the shipped cti/media/sounds/recording_notice.wav
     recording_purge_every_s: float = 86400.0  # the hub's own retention purge; 0: off (run the CLI instead)
-    # SIP overload control (cti.sip.overload): new calls are refused with 503 while the
-    # event loop lags this much or this many calls are in set-up; 0 turns a signal off.
-    overload_lag_ms: float = 250.0
-    overload_max_setup: int = 200
-    overload_retry_after_s: int = 5  # the Retry-After of the 503
     # The recordings' file format (wav, or flac: lossless, about half the size) and
     # store: files under recordings_dir, or an S3-compatible bucket (recordings_dir
     # is then the spool that files wait in until uploaded). The S3 keys are read from
@@ -81,6 +81,9 @@ class Settings:
     # (the directory's skills alone, the default otherwise); a copy saved through the
     # API in the database wins over all of them (see cti.routing_config).
     routing_config: str | None = None
+    # Where the routing state lives: "process" (this hub's own router) or "redis" (one
+    # state shared by every hub on the Redis of redis_url; see docs/routing.md).
+    routing_store: str = "process"
     demo: bool = False
     log_level: str = "INFO"
 
@@ -114,6 +117,9 @@ _SETTINGS = {
     "default_region": ("--default-region", "CTIHUB_DEFAULT_REGION"),
     "sip_realm": ("--sip-realm", "CTIHUB_SIP_REALM"),
     "sip_digest_algorithms": ("--sip-digest-algorithms", "CTIHUB_SIP_DIGEST_ALGORITHMS"),
+    "overload_lag_ms": ("--overload-lag-ms", "CTIHUB_OVERLOAD_LAG_MS"),
+    "overload_max_setup": ("--overload-max-setup", "CTIHUB_OVERLOAD_MAX_SETUP"),
+    "overload_retry_after": ("--overload-retry-after", "CTIHUB_OVERLOAD_RETRY_AFTER"),
     "secret_key": ("--secret-key", "CTIHUB_SECRET_KEY"),
     "crm_url": ("--crm-url", "CTIHUB_CRM_URL"),
     "crm_token_env": ("--crm-token-env", "CTIHUB_CRM_TOKEN_ENV"),
@@ -124,9 +130,6 @@ _SETTINGS = {
     "recording_default": ("--recording-default", "CTIHUB_RECORDING_DEFAULT"),
     "recording_notice": ("--recording-notice", "CTIHUB_RECORDING_NOTICE"),
     "recording_purge_every": ("--recording-purge-every", "CTIHUB_RECORDING_PURGE_EVERY"),
-    "overload_lag_ms": ("--overload-lag-ms", "CTIHUB_OVERLOAD_LAG_MS"),
-    "overload_max_setup": ("--overload-max-setup", "CTIHUB_OVERLOAD_MAX_SETUP"),
-    "overload_retry_after": ("--overload-retry-after", "CTIHUB_OVERLOAD_RETRY_AFTER"),
     "recording_format": ("--recording-format", "CTIHUB_RECORDING_FORMAT"),
     "recordings_store": ("--recordings-store", "CTIHUB_RECORDINGS_STORE"),
     "s3_endpoint": ("--s3-endpoint", "CTIHUB_S3_ENDPOINT"),
@@ -136,6 +139,7 @@ _SETTINGS = {
     "s3_access_key_env": ("--s3-access-key-env", "CTIHUB_S3_ACCESS_KEY_ENV"),
     "s3_secret_key_env": ("--s3-secret-key-env", "CTIHUB_S3_SECRET_KEY_ENV"),
     "routing_config": ("--routing-config", "CTIHUB_ROUTING_CONFIG"),
+    "routing_store": ("--routing-store", "CTIHUB_ROUTING_STORE"),
     "demo": ("--demo", "CTIHUB_DEMO"),
     "log_level": ("--log-level", "CTIHUB_LOG_LEVEL"),
 }
@@ -180,6 +184,11 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         default_region=_region(text("default_region", "GB")),
         sip_realm=_realm(text("sip_realm", "ctihub")),
         sip_digest_algorithms=_algorithms(text("sip_digest_algorithms", "SHA-256,MD5")),
+        overload_lag_ms=_number("overload_lag_ms", text("overload_lag_ms", "250"), 0, 60_000, "milliseconds"),
+        overload_max_setup=int(_number("overload_max_setup", text("overload_max_setup", "200"), 0, 100_000, "calls", whole=True)),
+        overload_retry_after_s=int(
+            _number("overload_retry_after", text("overload_retry_after", "5"), 1, 3600, "seconds", whole=True)
+        ),
         secret_key=_secret(text("secret_key", "")),
         crm_url=_http_url("crm_url", text("crm_url", "")) or None,
         crm_token_env=_env_name("crm_token_env", text("crm_token_env", "CTIHUB_CRM_TOKEN")),
@@ -192,11 +201,6 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         ),
         recording_notice=_notice_wav(text("recording_notice", "")) or None,
         recording_purge_every_s=_seconds("recording_purge_every", text("recording_purge_every", "86400")),
-        overload_lag_ms=_number("overload_lag_ms", text("overload_lag_ms", "250"), 0, 60_000, "milliseconds"),
-        overload_max_setup=int(_number("overload_max_setup", text("overload_max_setup", "200"), 0, 100_000, "calls", whole=True)),
-        overload_retry_after_s=int(
-            _number("overload_retry_after", text("overload_retry_after", "5"), 1, 3600, "seconds", whole=True)
-        ),
         recording_format=_choice("recording_format", text("recording_format", "wav").lower(), ("wav", "flac")),
         recordings_store=_choice("recordings_store", text("recordings_store", "file").lower(), ("file", "s3")),
         s3_endpoint=_http_url("s3_endpoint", text("s3_endpoint", "")),
@@ -206,11 +210,13 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         s3_access_key_env=_env_name("s3_access_key_env", text("s3_access_key_env", "AWS_ACCESS_KEY_ID")),
         s3_secret_key_env=_env_name("s3_secret_key_env", text("s3_secret_key_env", "AWS_SECRET_ACCESS_KEY")),
         routing_config=_routing_config(text("routing_config", "")) or None,
+        routing_store=_choice("routing_store", text("routing_store", "process").lower(), ("process", "redis")),
         demo=demo,
         log_level=_log_level(text("log_level", "INFO")),
     )
     _data_dir_usable(settings.data_dir)
     _s3_complete(settings)
+    _routing_store_usable(settings)
     return settings
 
 
@@ -377,6 +383,12 @@ def _s3_complete(settings: Settings) -> None:
             raise ConfigError(setting_label(name), "must be set when CTIHUB_RECORDINGS_STORE is s3")
 
 
+def _routing_store_usable(settings: Settings) -> None:
+    """Shared routing state needs the Redis it is shared through."""
+    if settings.routing_store == "redis" and not settings.redis_url:
+        raise ConfigError(setting_label("routing_store"), "redis needs CTIHUB_REDIS_URL (--redis-url) to be set")
+
+
 def _webhook_secret(value: str) -> str:
     if value and len(value) < 16:
         raise ConfigError(setting_label("crm_webhook_secret"), "must be at least 16 characters")
@@ -389,16 +401,6 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _number(name: str, value: str, low: float, high: float, unit: str, *, whole: bool = False) -> float:
-    try:
-        number = int(value) if whole else float(value)
-    except ValueError:
-        raise ConfigError(setting_label(name), f"{value!r} is not a {'whole ' if whole else ''}number of {unit}") from None
-    if not low <= number <= high:
-        raise ConfigError(setting_label(name), f"{value!r} must lie between {low:g} and {high:g} {unit}")
-    return number
-
-
 def _seconds(name: str, value: str) -> float:
     try:
         seconds = float(value)
@@ -407,6 +409,16 @@ def _seconds(name: str, value: str) -> float:
     if not 0 <= seconds <= 86400:
         raise ConfigError(setting_label(name), f"{value!r} must lie between 0 (off) and 86400 seconds")
     return seconds
+
+
+def _number(name: str, value: str, low: float, high: float, unit: str, *, whole: bool = False) -> float:
+    try:
+        number = int(value) if whole else float(value)
+    except ValueError:
+        raise ConfigError(setting_label(name), f"{value!r} is not a {'whole ' if whole else ''}number of {unit}") from None
+    if not low <= number <= high:
+        raise ConfigError(setting_label(name), f"{value!r} must lie between {low:g} and {high:g} {unit}")
+    return number
 
 
 def _algorithms(value: str) -> tuple[str, ...]:

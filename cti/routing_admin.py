@@ -19,7 +19,13 @@ from typing import Any
 
 from cti.center import ContactCenter
 from cti.directory.store import Directory
-from cti.routing_config import Effective, apply_change, check_live_change, effective
+from cti.routing_config import (
+    Effective,
+    apply_change,
+    change_facts,
+    check_live_change,
+    effective,
+)
 from cti.routing_store import RoutingConfigStore
 from routing import ConfigError
 
@@ -123,13 +129,43 @@ class RoutingAdmin:
         new = effective(document, self.directory, reservation_timeout_s=self.reservation_timeout_s, strict=True)
         router = self.center.router
         check_live_change(router, new)
+        if self.center.shared and new.config.max_missed_offers != router.max_missed_offers:
+            # No routing fact carries it, so the hubs' replicas could not change it at
+            # one point of the log.
+            raise ConfigError(
+                "routing.max_missed_offers",
+                f"cannot change while hubs share routing through Redis (it stays {router.max_missed_offers})",
+            )
         saved = await self.store.save(new.document, by=by)
-        self.center.apply_routing_change(lambda now: apply_change(router, new.config, now), new.config)
+        if self.center.shared:
+            facts = change_facts(router, new.config, self.center.clock(), rules_before=self.current.config.rules)
+            await self.center.apply_routing_facts(facts, new.config)
+        else:
+            self.center.apply_routing_change(lambda now: apply_change(router, new.config, now), new.config)
         self.current = new
         self.revision, self.updated_at, self.updated_by = saved.revision, saved.updated_at, saved.updated_by
         self.source = f"the copy saved in the database (revision {saved.revision})"
         log.info("routing: %s %s (revision %d)", by, what, saved.revision)
         return new
+
+
+    async def reload(self) -> None:
+        """Shared routing: another hub changed the configuration (saved in the database
+        before it went live); this hub's document and the center's rules follow it."""
+        async with self._lock:
+            saved = await self.store.load()
+            if saved is None or saved.revision <= self.revision:
+                return
+            try:
+                new = effective(saved.document, self.directory, reservation_timeout_s=self.reservation_timeout_s, strict=False)
+            except ConfigError as err:
+                log.error("routing: revision %d saved by another hub cannot be read here: %s", saved.revision, err)
+                return
+            self.current = new
+            self.center.routing = new.config
+            self.revision, self.updated_at, self.updated_by = saved.revision, saved.updated_at, saved.updated_by
+            self.source = f"the copy saved in the database (revision {saved.revision})"
+            log.info("routing: revision %d (changed on another hub) in force here", saved.revision)
 
 
 def _relative(err: ConfigError, prefix: str) -> ConfigError:

@@ -17,7 +17,7 @@ the directory alone.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ from routing import (
     QueueConfig,
     Router,
     RoutingConfig,
+    Rule,
     load_config,
 )
+from routing.facts import AgentConfigured, Fact, QueueConfigured, RulesChanged
 
 DEMO_ROUTING_FILE = Path(routing.__file__).resolve().parent / "demo.yaml"
 
@@ -183,6 +185,27 @@ def apply_change(router: Router, new: RoutingConfig, now: float) -> list[Command
             out.extend(router.update_agent(profile, now))
     router.set_rules(new.rules)
     router.max_missed_offers = new.max_missed_offers
+    return out
+
+
+def change_facts(router: Router, new: RoutingConfig, now: float, *, rules_before: Sequence[Rule] | None) -> list[Fact]:
+    """The same change as `apply_change`, as routing facts for a shared store (every
+    hub's replica applies them at one point of the log), in the same order: new
+    queues, changed queues, new or changed agents, then the rules (when they differ
+    from `rules_before`; None: unknown, always). Nothing when the router already has
+    the configuration. `max_missed_offers` has no fact: the caller checks it."""
+    out: list[Fact] = []
+    for q in new.queues:
+        if not router.has_queue(q.name):
+            out.append(QueueConfigured(queue=q, now=now))
+    for q in new.queues:
+        if router.has_queue(q.name) and router.queue(q.name) != q:
+            out.append(QueueConfigured(queue=q, now=now))
+    for profile in new.agents:
+        if not router.has_agent(profile.agent_id) or not _same_profile(router.profile(profile.agent_id), profile):
+            out.append(AgentConfigured(profile=profile, now=now))
+    if rules_before is None or tuple(rules_before) != tuple(new.rules):
+        out.append(RulesChanged(rules=tuple(new.rules), now=now))
     return out
 
 

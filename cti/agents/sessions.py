@@ -106,6 +106,7 @@ class SessionRegistry:
     _revoked: dict[str, tuple[str, float]] = field(default_factory=dict)
     _journals: dict[str, _Journal] = field(default_factory=dict)
     _next_purge: float = 0.0
+    _keys_of: dict[str, set[str]] = field(default_factory=dict)  # username -> their sessions' keys
 
     def create(self, *, username: str, role: str, display_name: str, session_epoch: int = 0) -> tuple[str, Session]:
         """A new session; returns the token (shown to the client once) and the session."""
@@ -122,6 +123,7 @@ class SessionRegistry:
             session_epoch=session_epoch,
         )
         self._sessions[session.key] = session
+        self._keys_of.setdefault(username, set()).add(session.key)
         return token, session
 
     def resolve(self, token: str) -> Session | None:
@@ -130,7 +132,7 @@ class SessionRegistry:
         if session is None:
             return None
         if session.expires_at < self.clock():
-            del self._sessions[key]
+            self._drop(key)
             return None
         return session
 
@@ -139,7 +141,16 @@ class SessionRegistry:
         return self._sessions.get(session.key) is session and session.expires_at >= self.clock()
 
     def revoke(self, token: str) -> Session | None:
-        return self._sessions.pop(_digest(token), None)
+        return self._drop(_digest(token))
+
+    def _drop(self, key: str) -> Session | None:
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            keys = self._keys_of.get(session.username, set())
+            keys.discard(key)
+            if not keys:
+                self._keys_of.pop(session.username, None)
+        return session
 
     def revoke_user(
         self, username: str, *, keep: Callable[[Session], bool] | None = None, reason: str = ""
@@ -148,7 +159,7 @@ class SessionRegistry:
         With a `reason`, `why_revoked` tells it to whoever presents one of them again."""
         ended = [s for s in self._sessions.values() if s.username == username and not (keep and keep(s))]
         for session in ended:
-            del self._sessions[session.key]
+            self._drop(session.key)
             if reason:
                 while len(self._revoked) >= _MAX_REVOKED:
                     del self._revoked[next(iter(self._revoked))]
@@ -168,7 +179,7 @@ class SessionRegistry:
             return
         self._next_purge = now + _PURGE_EVERY_S
         for key in [k for k, s in self._sessions.items() if s.expires_at < now]:
-            del self._sessions[key]
+            self._drop(key)
         for key in [k for k, (_, until) in self._revoked.items() if until < now]:
             del self._revoked[key]
         for journal in self._journals.values():
@@ -213,6 +224,15 @@ class SessionRegistry:
 
     def connected(self, username: str) -> bool:
         return bool(self._sockets.get(username))
+
+    def serves(self, username: str) -> bool:
+        """The user has a socket or a live session on this hub: messages for them are
+        delivered (and journalled) here. With hubs sharing routing, a message for an agent
+        reaches every hub and only those that serve the agent keep it."""
+        if self._sockets.get(username):
+            return True
+        now = self.clock()
+        return any(self._sessions[key].expires_at >= now for key in self._keys_of.get(username, ()))
 
     def all_sockets(self) -> list[Socket]:
         return [s for sockets in self._sockets.values() for s in sockets]

@@ -290,6 +290,7 @@ async def set_agent_state(request: web.Request, session: Session) -> web.Respons
         center.set_state(username, state, reason.strip() if reason is not None else None)
     except CenterError as err:
         raise ApiError(409, err.code, err.detail, field=err.field) from None
+    await center.routed()  # hubs sharing routing: the state below is the one applied
     after = router.agent_state(username).value
     audit.info(
         "agent state set by %s (%s) at %s: agent=%s state=%s->%s requested=%s reason=%s",

@@ -62,7 +62,8 @@ async def running_hub(tmp_path: Path, *, database_url: str | None = None, redis_
         "sip_port": free_sip_port(),
         "http_host": "127.0.0.1",
         "http_port": free_tcp_port(),
-        "rtp_ports": f"{rtp_low}-{rtp_low + 199}",
+        # Two hubs in one test need ranges of their own.
+        "rtp_ports": options.pop("rtp_ports", None) or f"{rtp_low}-{rtp_low + 199}",
         "demo": True,
         "database_url": database_url,
         "redis_url": redis_url,
