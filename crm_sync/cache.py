@@ -5,17 +5,22 @@ guard that keeps a cache outage or a slow cache from reaching the screen pop. St
 bytes only: what the bytes mean (`profile_query`'s document) and when an entry must go
 (the store invalidates after each commit) are the store's business. Must never decide
 anything from the clock beyond entry expiry, and never let a cache error escape the
-guard: a profile read from the database is always an acceptable answer.
+guard: a profile read from the database is always an acceptable answer. A cache
+shared by several processes is a `FencedProfileCache`: a fill that an invalidation
+from any process overtook is refused, so a slow reader cannot put back what a write
+just removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -35,11 +40,38 @@ class ProfileCache(Protocol):
     async def invalidate(self, *customer_ids: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a read found: the document or None, and what a later `fill` must present
+    (a hit may be unusable: corrupt, or holding fewer interactions than asked for)."""
+
+    value: bytes | None
+    fence: Any = None
+
+
+NO_FENCE = Lookup(None)
+
+
+@runtime_checkable
+class FencedProfileCache(ProfileCache, Protocol):
+    """A cache shared by several processes that refuses a fill an invalidation overtook.
+
+    `lookup` returns the document, if any, and a fence (what the cache knew of the
+    customer then); `fill` stores a document read after that lookup only if no
+    invalidation of the customer happened since, whichever process made it.
+    """
+
+    async def lookup(self, customer_id: str) -> Lookup: ...
+
+    async def fill(self, customer_id: str, value: bytes, fence: Any) -> bool: ...
+
+
 class MemoryProfileCache:
     """An LRU cache in this process, at most `max_entries` entries, each kept `ttl_s`.
 
     Only right for a single hub process (and tests): another process's invalidations
-    never reach it. Several hub processes share a `RedisProfileCache` instead.
+    never reach it. Several hub processes share a `RedisProfileCache`, each with its own
+    in-process tier in front (`cache_tiers.TieredProfileCache`).
     """
 
     def __init__(
@@ -77,11 +109,24 @@ class MemoryProfileCache:
             self._entries.pop(customer_id, None)
 
 
+# SET the document only if the customer's generation is still the one the reader saw
+# at its miss ('' for none): an invalidation from any process in between bumps it.
+_FILL_IF_GENERATION = """
+local seen = redis.call('GET', KEYS[2]) or ''
+if seen ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+
 class RedisProfileCache:
     """Profile documents in Redis under `prefix + customer_id`, each expiring after `ttl_s`.
 
     The TTL bounds how long an entry can outlive a change nobody invalidated (a writer
-    in another system, an invalidation lost while Redis was unreachable).
+    in another system, an invalidation lost while Redis was unreachable). An
+    invalidation, in one MULTI, deletes the entries, bumps each customer's generation
+    (so that a fill read before it is refused, see `fill`) and publishes the ids as a
+    JSON array on `channel`, where every hub process's in-process tier listens.
     """
 
     def __init__(
@@ -89,23 +134,53 @@ class RedisProfileCache:
     ) -> None:
         self._client = client
         self._prefix = prefix
+        # Not under `prefix`: a customer id may be any text, "gen:..." included.
+        self._generation_prefix = prefix.rstrip(":") + "-generation:"
+        self.channel = prefix.rstrip(":") + "-invalidated"
         self.ttl_s = ttl_s
+        self._fill_script = client.register_script(_FILL_IF_GENERATION)
 
     def _key(self, customer_id: str) -> str:
         return self._prefix + customer_id
 
+    def _generation_key(self, customer_id: str) -> str:
+        return self._generation_prefix + customer_id
+
     async def get(self, customer_id: str) -> bytes | None:
         value = await self._client.get(self._key(customer_id))
-        if value is None:
-            return None
-        return value if isinstance(value, bytes) else str(value).encode()
+        return _as_bytes(value)
+
+    async def lookup(self, customer_id: str) -> Lookup:
+        value, generation = await self._client.mget(self._key(customer_id), self._generation_key(customer_id))
+        return Lookup(_as_bytes(value), _as_bytes(generation) or b"")
 
     async def set(self, customer_id: str, value: bytes) -> None:
         await self._client.set(self._key(customer_id), value, ex=self.ttl_s)
 
+    async def fill(self, customer_id: str, value: bytes, fence: Any) -> bool:
+        stored = await self._fill_script(
+            keys=[self._key(customer_id), self._generation_key(customer_id)],
+            args=[value, fence if isinstance(fence, bytes) else b"", self.ttl_s],
+        )
+        return bool(stored)
+
     async def invalidate(self, *customer_ids: str) -> None:
-        if customer_ids:
-            await self._client.delete(*(self._key(c) for c in customer_ids))
+        if not customer_ids:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(*(self._key(c) for c in customer_ids))
+            for customer_id in customer_ids:
+                pipe.incr(self._generation_key(customer_id))
+                # A generation only has to outlive the fills in flight; the TTL is ample.
+                pipe.expire(self._generation_key(customer_id), self.ttl_s)
+            pipe.publish(self.channel, json.dumps(list(customer_ids)))
+            await pipe.execute()
+
+
+def _as_bytes(value: object) -> bytes | None:
+    if value is None:
+        return None
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 class GuardedCache:
@@ -129,6 +204,7 @@ class GuardedCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache = cache
+        self._fenced = isinstance(cache, FencedProfileCache)
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
         self._distrust_s = distrust_s
@@ -152,19 +228,42 @@ class GuardedCache:
                         max(self._distrust_until - self._clock(), 0.0))
 
     async def get(self, customer_id: str) -> bytes | None:
+        return (await self.lookup(customer_id)).value
+
+    async def lookup(self, customer_id: str) -> Lookup:
+        """The cached document, or a miss with the fence `fill` will need (caches
+        that are not `FencedProfileCache`s have none)."""
         now = self._clock()
         if now < self._skip_until or now < self._distrust_until:
-            return None
+            return NO_FENCE
         try:
             async with asyncio.timeout(self._timeout_s):
-                value = await self.cache.get(customer_id)
+                if self._fenced:
+                    found = await self.cache.lookup(customer_id)  # type: ignore[attr-defined]
+                else:
+                    found = Lookup(await self.cache.get(customer_id))
         # Whatever broke (connection, timeout, protocol, a bug in a cache class), the
         # database can still answer: no cache error may cost a screen pop.
         except Exception as exc:  # noqa: BLE001
             self._failed("get", exc)
-            return None
+            return NO_FENCE
         self._ok()
-        return value
+        return found
+
+    async def fill(self, customer_id: str, value: bytes, fence: Any) -> None:
+        """Store what the database answered after `lookup` missed, unless overtaken."""
+        if not self._fenced:
+            await self.set(customer_id, value)
+            return
+        if fence is None or self._clock() < self._skip_until:
+            return  # the miss did not reach the cache: nothing proves the fill fresh
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self.cache.fill(customer_id, value, fence)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 (see lookup)
+            self._failed("fill", exc)
+            return
+        self._ok()
 
     async def set(self, customer_id: str, value: bytes) -> None:
         if self._clock() < self._skip_until:
@@ -199,8 +298,9 @@ class FillGuard:
     reads in flight for it. A read fills the cache only with a valid ticket, and checks
     again once the entry is stored: a write that landed meanwhile may have deleted the
     entry before the read's SET arrived, so the read deletes it again. Holds entries
-    only for reads in flight. Covers writes made through this process; the cache TTL
-    bounds the rest.
+    only for reads in flight. Covers writes made through this process; a
+    `FencedProfileCache` also refuses fills that other processes' writes overtook, and
+    for the rest (writers that bypass the hub) the cache TTL bounds the staleness.
     """
 
     def __init__(self) -> None:
@@ -227,4 +327,14 @@ class FillGuard:
                 del self._tickets[customer_id]
 
 
-__all__ = ["DEFAULT_TTL_S", "FillGuard", "GuardedCache", "MemoryProfileCache", "ProfileCache", "RedisProfileCache"]
+__all__ = [
+    "DEFAULT_TTL_S",
+    "NO_FENCE",
+    "FencedProfileCache",
+    "FillGuard",
+    "GuardedCache",
+    "Lookup",
+    "MemoryProfileCache",
+    "ProfileCache",
+    "RedisProfileCache",
+]

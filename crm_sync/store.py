@@ -15,6 +15,7 @@ issue queries per row (no N+1): a profile is one statement whatever the customer
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -26,7 +27,9 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
+    create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from crm_sync import outbox as _outbox
 from crm_sync.cache import DEFAULT_TTL_S, FillGuard, GuardedCache, ProfileCache
@@ -211,6 +214,50 @@ def _summary(row: Any, now: datetime) -> CustomerSummary:
     )
 
 
+_PROFILE_READERS: weakref.WeakKeyDictionary[sa.Engine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+def _profile_reader(bind: AsyncEngine) -> AsyncEngine:
+    """The engine the profile statement runs on, for a PostgreSQL `bind`: the same
+    database, its own pool, no pre-ping, autocommit.
+
+    The hub's engine pings every connection it hands out (`pool_pre_ping`): on
+    PostgreSQL that is BEGIN, a ping and ROLLBACK, three round trips before the
+    profile's one, which measured as most of the screen pop's CPU and tail (see
+    docs/benchmarks.md). Here a connection that died in the pool costs one retry
+    instead (`CrmStore._read_profile`). One per engine, shared by its stores, disposed
+    with it; its statements are reported as `bind`'s (logging, metrics, tests that
+    count statements).
+    """
+    engine = bind.sync_engine
+    reader = _PROFILE_READERS.get(engine)
+    if reader is not None:
+        return reader
+    reader = create_async_engine(engine.url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+    # Weak: the readers' table must not keep the engine it is keyed by alive.
+    engine_ref = weakref.ref(engine)
+
+    def before(*args: Any) -> None:
+        target = engine_ref()
+        if target is not None:
+            target.dispatch.before_cursor_execute(*args)
+
+    def after(*args: Any) -> None:
+        target = engine_ref()
+        if target is not None:
+            target.dispatch.after_cursor_execute(*args)
+
+    def disposed(_engine: sa.Engine) -> None:
+        # AsyncEngine.dispose runs Engine.dispose in a greenlet: awaiting here is allowed.
+        await_only(reader.dispose())
+
+    sa.event.listen(reader.sync_engine, "before_cursor_execute", before)
+    sa.event.listen(reader.sync_engine, "after_cursor_execute", after)
+    sa.event.listen(engine, "engine_disposed", disposed)
+    _PROFILE_READERS[engine] = reader
+    return reader
+
+
 class CrmStore:
     """Customer lookup, screen-pop profiles, the interaction history, tasks and leads.
 
@@ -354,9 +401,9 @@ class CrmStore:
     async def _profile_document(self, customer_id: str, recent: int) -> dict[str, Any] | None:
         if self._cache is None:
             return _document(await self._read_profile(customer_id, recent))
-        cached = await self._cache.get(customer_id)
-        if cached is not None:
-            data = _cached_document(cached)
+        found = await self._cache.lookup(customer_id)
+        if found.value is not None:
+            data = _cached_document(found.value)
             if data is not None and covers(data, recent):
                 return data
         # Cached entries hold at least the screen pop's five, so a smaller ask hits later.
@@ -364,7 +411,9 @@ class CrmStore:
         try:
             raw = await self._read_profile(customer_id, max(recent, DEFAULT_RECENT))
             if raw is not None and self._fills.valid(customer_id, ticket):
-                await self._cache.set(customer_id, raw)
+                # A shared cache also refuses the fill if another process invalidated
+                # the customer since the lookup (see `FencedProfileCache`).
+                await self._cache.fill(customer_id, raw, found.fence)
                 if not self._fills.valid(customer_id, ticket):
                     # A write committed while the entry was on its way; its delete may
                     # have reached the cache before our set did.
@@ -375,14 +424,33 @@ class CrmStore:
 
     async def _read_profile(self, customer_id: str, recent: int) -> bytes | None:
         """The profile document of `customer_id` straight from the database, or None."""
-        async with self._one_read() as connection:
-            statement = profile_statement(connection.dialect.name)
-            text = (await connection.execute(statement, {"customer_id": customer_id, "recent": recent})).scalar()
+        params = {"customer_id": customer_id, "recent": recent}
+        bind = self._sessionmaker.kw.get("bind")
+        if not isinstance(bind, AsyncEngine) or bind.dialect.name != "postgresql":
+            async with self._one_read() as connection:
+                statement = profile_statement(connection.dialect.name)
+                text = (await connection.execute(statement, params)).scalar()
+            return None if text is None else str(text).encode()
+        reader = _profile_reader(bind)
+        try:
+            text = await self._profile_text(reader, params)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # A connection that died in the pool (the database restarted): the pool
+            # has dropped them all, so a second try gets a new one.
+            text = await self._profile_text(reader, params)
         return None if text is None else str(text).encode()
+
+    @staticmethod
+    async def _profile_text(reader: AsyncEngine, params: dict[str, Any]) -> Any:
+        async with reader.connect() as connection:
+            return (await connection.execute(profile_statement("postgresql"), params)).scalar()
 
     @asynccontextmanager
     async def _one_read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one read-only statement (a lookup, a profile).
+        """A connection for one read-only statement (a lookup; a profile where
+        `_profile_reader` does not apply).
 
         Straight from the engine, skipping the ORM session, in autocommit: one statement
         reads one consistent snapshot by itself, and skipping BEGIN/ROLLBACK saves two

@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync.cache import RedisProfileCache
+from crm_sync.cache_tiers import TieredProfileCache, feed_client
 from crm_sync.connector import RestConnector, load_mapping
 from crm_sync.delivery import DeliveryWorker
 from crm_sync.demo import seed_demo_crm
@@ -129,6 +131,7 @@ class Hub:
     directory: Directory | None = None
     bindings: BindingStore | None = None
     redis: aioredis.Redis | None = None  # shared state other than bus and bindings, when configured
+    profile_cache: TieredProfileCache | None = None  # screen-pop profiles, with Redis only
     crm_worker: DeliveryWorker | None = None
     recordings: RecordingService | None = None
     purge_job: PurgeJob | None = None
@@ -157,7 +160,13 @@ class Hub:
             self.redis = aioredis.from_url(settings.redis_url)
         sessionmaker = make_sessionmaker(self.engine)
         directory_store = DirectoryStore(sessionmaker)
-        crm = CrmStore(sessionmaker)
+        if self.redis is not None and settings.redis_url:
+            # In memory here, in Redis for every hub, and every hub's writes reach both
+            # (crm_sync.cache_tiers). Without Redis, no cache: a `ctihub crm import`
+            # running beside the hub could not reach an in-memory one.
+            self.profile_cache = TieredProfileCache(RedisProfileCache(self.redis), feed_client(settings.redis_url))
+            self.profile_cache.start()
+        crm = CrmStore(sessionmaker, cache=self.profile_cache)
         if settings.demo:
             await seed_demo_directory(directory_store, sip_realm=settings.sip_realm)
             await seed_demo_crm(sessionmaker)
@@ -466,6 +475,8 @@ class Hub:
             await self.bus.close()
         if self.bindings is not None:
             await self.bindings.close()
+        if self.profile_cache is not None:
+            await self.profile_cache.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.engine is not None:

@@ -276,3 +276,43 @@ async def test_a_read_that_raced_a_write_leaves_nothing_stale(engine: AsyncEngin
     assert len(cache) == 0  # the read saw the write and dropped what it had just set
     fresh = await store.get_profile("cus_1", now=NOW)
     assert fresh is not None and fresh.name == "Ada King"
+
+
+async def _backends(admin_dsn: str, database: str, *, terminate: bool = False) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if terminate:
+            return len(await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database))
+        return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database))
+    finally:
+        await conn.close()
+
+
+async def test_a_profile_read_outlives_dropped_connections_and_closes_with_the_engine(
+    fresh_postgres_url: str, postgres_url: str
+) -> None:
+    # On PostgreSQL the profile has a pool of its own, without the per-checkout ping:
+    # a connection the server dropped must cost a retry, not a failed screen pop.
+    admin_dsn = postgres_url.replace("+asyncpg", "")
+    database = fresh_postgres_url.rsplit("/", 1)[1]
+    engine = make_engine(fresh_postgres_url)
+    await migrate(engine)
+    store = CrmStore(make_sessionmaker(engine))
+    await _seed(store)
+    profile = await store.get_profile("cus_1", now=NOW)
+    assert profile is not None and profile.name == "Ada Lovelace"
+    assert await _backends(admin_dsn, database, terminate=True) >= 1  # as a database restart would
+    for _ in range(2):
+        profile = await store.get_profile("cus_1", now=NOW)
+        assert profile is not None and profile.name == "Ada Lovelace"
+    await engine.dispose()
+    # Disposing the hub's engine closed the profile's connections too.
+    for _ in range(100):
+        if await _backends(admin_dsn, database) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await _backends(admin_dsn, database) == 0
