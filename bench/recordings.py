@@ -20,6 +20,12 @@ so that set-up timing stays as in bench/sip.py.
   `recorded_mb_per_call_minute` from the files themselves (stereo 16-bit 8 kHz is
   1.92 MB a minute).
 - `recordings`: files found after the recording hub stopped; `loss_percent` per run.
+- Per run, `hub_threads_cpu_percent`: the hub's CPU split into its main thread (the
+  event loop: relay, tap, collection) and its other threads (the recorders' worker),
+  from /proc/PID/task over the samples with every call of the level up; and
+  `hub_cpu_us_per_relayed_packet`, the hub's CPU over the plateau divided by the
+  packets it relayed there (each echoed packet was relayed twice): unlike a
+  percentage, it does not drop when a busy machine makes the hub relay less.
 - Per run, `machine_busy_percent` (both CPUs, over the plateau) and `bench_cpu_percent`:
   on a shared machine, a run whose machine was busier than the hub, this process and
   sipp account for had other work competing for the CPUs, which inflates the hub's CPU
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import math
@@ -78,6 +85,64 @@ def write_bytes(pid: int) -> int:
     return 0
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) CPU seconds of process `pid`, from /proc."""
+    main = others = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(tid) == pid:
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
+_samples_by_hub: dict[int, list[dict[str, float]]] = {}
+_sample_hub = sipbench.sample_hub
+
+
+async def sample_hub_and_threads(hub: Any, http: Any, samples: list[dict[str, float]]) -> None:
+    """bench/sip.py's one-a-second sampler, each sample also split by thread."""
+    _samples_by_hub[hub.process.pid] = samples
+
+    class WithThreads(list[dict[str, float]]):
+        def append(self, sample: dict[str, float]) -> None:
+            with contextlib.suppress(OSError):
+                sample["main_cpu"], sample["other_cpu"] = thread_cpu_seconds(hub.process.pid)
+            samples.append(sample)
+
+    await _sample_hub(hub, http, WithThreads())
+
+
+sipbench.sample_hub = sample_hub_and_threads
+
+
+def threads_percent(pid: int, calls: int) -> dict[str, float] | None:
+    """The hub's main thread and other threads' CPU% over the samples with every call up."""
+    full = [s for s in _samples_by_hub.get(pid, []) if s["calls"] >= calls and "main_cpu" in s]
+    if len(full) < 2:
+        return None
+    first, last = full[0], full[-1]
+    seconds = last["t"] - first["t"]
+    return {
+        "main": round(100 * (last["main_cpu"] - first["main_cpu"]) / seconds, 1),
+        "other_threads": round(100 * (last["other_cpu"] - first["other_cpu"]) / seconds, 1),
+    }
+
+
+def us_per_relayed_packet(level: Any) -> float | None:
+    relayed = 2 * (level.sent_in_plateau - level.lost_in_plateau)
+    if level.hub_cpu_percent is None or not relayed or not level.plateau_s:
+        return None
+    return round(level.hub_cpu_percent / 100 * level.plateau_s / relayed * 1e6, 2)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 calls, 8 s plateau")
@@ -122,6 +187,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
                 written, elapsed = write_bytes(hub.process.pid) - written_before, time.monotonic() - t0
             log(f"recording {mode}: " + sipbench.describe_media(level))
+            log(f"recording {mode}: hub threads {threads_percent(hub.process.pid, args.calls)}, "
+                f"{us_per_relayed_packet(level)} µs of hub CPU per relayed packet")
             files = sorted(recordings_dir.rglob("*.wav")) if recordings_dir.exists() else []
             file_bytes = sum(f.stat().st_size for f in files)
             durations = []
@@ -133,6 +200,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "why": level.why,
                 "hub_cpu_percent": level.hub_cpu_percent,
                 "bench_cpu_percent": level.bench_cpu_percent,
+                "hub_threads_cpu_percent": threads_percent(hub.process.pid, args.calls),
+                "hub_cpu_us_per_relayed_packet": us_per_relayed_packet(level),
                 "machine_busy_percent": level.machine_busy_percent,
                 "loss_percent": level.loss_percent,
                 "bridged_with_rtp": level.bridged_with_rtp,
@@ -145,11 +214,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         await procs.stop_all()
     plain, recorded = runs["never"], runs["always"]
-    overhead = None
+    overhead = per_packet_overhead = None
     if plain["hub_cpu_percent"] and recorded["hub_cpu_percent"] is not None:
         overhead = round(100 * (recorded["hub_cpu_percent"] - plain["hub_cpu_percent"]) / plain["hub_cpu_percent"], 1)
+    plain_us, recorded_us = plain["hub_cpu_us_per_relayed_packet"], recorded["hub_cpu_us_per_relayed_packet"]
+    if plain_us and recorded_us is not None:
+        per_packet_overhead = round(100 * (recorded_us - plain_us) / plain_us, 1)
     return {
         "recording_cpu_overhead_pct": overhead,
+        "recording_cpu_overhead_per_packet_pct": per_packet_overhead,
         "disk_write_mb_per_s": recorded["disk_write_mb_per_s"],
         "recorded_mb_per_call_minute": recorded["recorded_mb_per_call_minute"],
         "concurrent_recorded_calls": args.calls,

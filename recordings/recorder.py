@@ -12,7 +12,10 @@ The arrival time is read per packet (about 0.1 µs), not per batch: a stream's f
 packet anchors it on the recording clock at its arrival, so a batch-wide time would
 shift a channel by up to an interval against the other one. The packet itself is
 kept, not copied: copying it onto a growing buffer in the tap was measured to cost
-the event loop several times more (reallocations) than it saved the worker.
+the event loop several times more (reallocations) than it saved the worker, and at
+200 calls a copying tap measured no better in the hub (docs/benchmarks.md). Only in
+a young process, while glibc still maps asyncio's 256 KiB receive buffer afresh for
+every datagram, is a kept packet costly: a page the worker's thread unmaps.
 
 The file is written as `<path>.part` and renamed to `<path>` once closed, hashed and
 made read-only; a `.part` file is what a crash leaves (a valid WAV up to the last
@@ -123,7 +126,7 @@ class CallRecorder:
         self,
         path: str | os.PathLike[str],
         *,
-        interval_s: float = 0.5,
+        interval_s: float = 1.0,
         latency_s: float = 0.3,
         max_queue: int = 5000,
         executor: Executor | None = None,

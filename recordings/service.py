@@ -6,7 +6,10 @@ started when the legs are bridged if the queue's policy says "always", or when t
 agent asks if it says "on demand"; paused and resumed for PCI; stopped when the
 agent's part of the call ends (hang-up or transfer), then registered in the hash chain
 with its interaction. All its recorders share one `RecorderWorker`: one hand-off to a
-worker thread per interval for every call recorded, not one per call.
+worker thread per interval for every call recorded, not one per call. That thread is
+the service's own (unless an executor is passed): the recording job never waits
+behind the loop's default pool's other work (or holds it up), and each job wakes the
+same thread instead of whichever of the pool's threads is idle.
 With an S3 store, a registered recording is then uploaded from the spool (in the S3
 store's own threads); a failed upload is retried with growing pauses for as long as
 the hub runs, logged, and noted on the row (`upload_error`, listed by `ctihub
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -98,6 +101,9 @@ class RecordingService:
         self._policies = dict(policies)
         self._default = default_policy
         self._publish = publish
+        self._own_executor: ThreadPoolExecutor | None = None
+        if executor is None:
+            executor = self._own_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
         self._worker = RecorderWorker(executor=executor)
         self._wall_clock = wall_clock
         self._active: dict[str, ActiveRecording] = {}
@@ -200,6 +206,8 @@ class RecordingService:
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         self._worker.close()
+        if self._own_executor is not None:
+            self._own_executor.shutdown(wait=False)  # idle: every recording is closed
         if self._uploads:
             await asyncio.wait(list(self._uploads.values()), timeout=UPLOAD_GRACE_S)
             for task in list(self._uploads.values()):

@@ -12,12 +12,14 @@ cost a task wake-up, a future, a thread hand-off and a wake-up of the loop each,
 times a second per call, and the GIL then passes back and forth between the loop and
 several threads; at hundreds of calls that cost more than the recording itself.
 A job never overlaps the next: while one runs (a slow disk), the recordings' bounded
-queues fill instead of jobs piling up. Why half a second by default: a job pays a
-fixed price per recording (the write and the header patch, system calls that hand
-the GIL to the loop, the digest, a few dozen calls to place and decode) that a longer
-interval spreads over more packets and larger C-level batches; against 0.2 s it
-roughly halves the recording's CPU, while what a crash can lose stays under a second
-(interval plus the recorder's latency).
+queues fill instead of jobs piling up. Why one second by default: a job pays a fixed
+price per recording (the write and the header patch and the digest, each of which
+lets the GIL go to the busy event loop and then waits to get it back; a few dozen
+calls to place and decode) that a longer interval spreads over more packets and
+larger C-level batches: the job's CPU at 200 calls was 3.4 % of a core at 0.5 s and
+2.7 % at 1 s (docs/benchmarks.md), and 0.5 s had already roughly halved it against
+0.2 s. What a crash can lose stays bounded: the interval plus the recorder's latency,
+about 1.3 s of audio with the defaults.
 Must never: run recording work on the event loop, or hand one recording to two jobs
 at once.
 """
@@ -66,7 +68,7 @@ class RecorderWorker:
     """Serves every attached recording; `executor` None is the loop's default one.
     The timer runs only while something is attached."""
 
-    def __init__(self, *, interval_s: float = 0.5, executor: Executor | None = None) -> None:
+    def __init__(self, *, interval_s: float = 1.0, executor: Executor | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.interval_s = interval_s

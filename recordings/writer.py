@@ -13,7 +13,7 @@ what `sha256sum` prints, so an auditor can check a copy with standard tools.
 
 Blocking file I/O: call it from a worker thread, never on the event loop. Each append
 is two system calls, the audio and the whole header, each written at its own offset
-(`os.pwrite`): hundreds of recordings append five times a second each, and a buffered
+(`os.pwrite`): hundreds of recordings append every second, and a buffered
 file's seeks and flushes around the header patch cost several more.
 Must never: hold the whole recording in memory, or know about RTP, codecs or databases.
 """
