@@ -11,35 +11,14 @@ from typing import Any
 
 import pytest
 
+from tests.browser.pages import Page
+from tests.browser.pages import log_in as _log_in
 from tests.e2e.harness import http_base, running_hub, start_sipp
 
 LENA = "+4930901820"  # demo customer: Lena Hoffmann, verified VIP; the sales queue records
 NOTE = "Asked about EUR margin on MT5; fee schedule sent by email."
 KYC_GREEN = "rgb(27, 127, 59)"  # --kyc-verified in desktop.css
 KYC_AMBER = "rgb(240, 165, 0)"  # --kyc-pending
-
-
-class Page:
-    """The page and its screenshots, numbered in the order they were taken."""
-
-    def __init__(self, page: Any, folder: Path) -> None:
-        self.page = page
-        self.folder = folder
-        self.shots = 0
-        self.errors: list[str] = []
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    async def shot(self, name: str) -> Path:
-        self.shots += 1
-        path = self.folder / f"{self.shots:02d}-{name}.png"
-        await self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-
-async def _log_in(page: Any, username: str) -> None:
-    await page.get_by_label("Username").fill(username)
-    await page.get_by_label("Password").fill("demo")
-    await page.get_by_role("button", name="Log in").click()
 
 
 @pytest.mark.sipp

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.browser.test_agent_desktop import Page
+from tests.browser.pages import Page
 from tests.e2e.harness import http_base, running_hub
 from tests.e2e.test_qa_api import FORM, add_interaction, add_recording
 

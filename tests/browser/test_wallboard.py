@@ -20,6 +20,8 @@ import pytest
 
 from cti.web.wallboard import WALLBOARD
 from routing import StatsChanged
+from tests.browser.pages import Page
+from tests.browser.pages import log_in as _log_in
 from tests.e2e.harness import agent, http_base, running_hub, start_sipp
 
 SHOWN_WITHIN_MS = 2000  # from the router's change to the figure on the screen
@@ -27,29 +29,6 @@ ACCENT = (31, 95, 191)  # --accent in wallboard.css: the chart's bars
 # No demo customer has this number: no routing rule (language, compliance) narrows who
 # may take the call, so any agent of the queue can.
 UNKNOWN_CALLER = "+15555550123"
-
-
-class Page:
-    """The page and its screenshots, numbered in the order they were taken."""
-
-    def __init__(self, page: Any, folder: Path) -> None:
-        self.page = page
-        self.folder = folder
-        self.shots = 0
-        self.errors: list[str] = []
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    async def shot(self, name: str) -> Path:
-        self.shots += 1
-        path = self.folder / f"{self.shots:02d}-{name}.png"
-        await self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-
-async def _log_in(page: Any, username: str) -> None:
-    await page.get_by_label("Username").fill(username)
-    await page.get_by_label("Password").fill("demo")
-    await page.get_by_role("button", name="Log in").click()
 
 
 async def _until(test: Any, timeout: float = 15.0) -> None:
