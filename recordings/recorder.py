@@ -95,21 +95,13 @@ class RecordingResult:
 
 
 class _SideQueue:
-    """One side's packets since the last collection: copied end to end into one buffer,
-    with their sizes and arrival times (monotonic seconds) in arrays.
+    """One side's packets since the last collection, with their arrival times
+    (monotonic seconds; an array holds them without keeping a float object each)."""
 
-    Why copies: the tap runs in the relay's datagram callback and the packets are
-    processed in the recorders' thread. Keeping the packets themselves would have that
-    thread free twenty thousand small objects a second that the event loop's thread
-    allocated, and the loop then allocate into memory last touched by the other CPU;
-    a copy lets the loop free each packet at once, and the thread frees three objects
-    per side and interval."""
-
-    __slots__ = ("data", "sizes", "times")
+    __slots__ = ("packets", "times")
 
     def __init__(self) -> None:
-        self.data = bytearray()
-        self.sizes = array("H")
+        self.packets: list[bytes] = []
         self.times = array("d")
 
 
@@ -174,9 +166,8 @@ class CallRecorder:
             queue = self._queues.get(side)
             if queue is None:
                 return
-            if len(queue.sizes) < self._max_queue:
-                queue.data += packet
-                queue.sizes.append(len(packet))
+            if len(queue.packets) < self._max_queue:
+                queue.packets.append(packet)
                 queue.times.append(_now())
             else:
                 self._dropped += 1
@@ -305,8 +296,9 @@ class CallRecorder:
             else:
                 assembler.resume(at)
         for side, queue in queues.items():
-            if queue.sizes:
-                assembler.feed(side, queue.data, queue.sizes, queue.times, origin=t0)
+            packets = queue.packets
+            if packets:
+                assembler.feed(side, b"".join(packets), list(map(len, packets)), queue.times, origin=t0)
 
     def _finish(self, queues: Queues, controls: list[Control], end: int) -> ClosedFile:
         assert self._writer is not None
