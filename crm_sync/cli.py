@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync import importer
-from crm_sync.bulk import BatchResult, prefetch, write_batch
+from crm_sync.bulk import BatchResult, History, cheap_timestamps, prefetch, write_batch
 from cti.config import ConfigError, Settings, load_settings
 from cti.db import make_engine, make_sessionmaker, migrate
 
@@ -280,6 +280,10 @@ class _CachedProfiles:
             self._client = aioredis.from_url(redis_url)
             self._cache = RedisProfileCache(self._client)
 
+    @property
+    def active(self) -> bool:
+        return self._cache is not None
+
     async def drop(self, customer_ids: list[str]) -> None:
         if self._cache is None or not customer_ids:
             return
@@ -312,12 +316,15 @@ async def import_csv(database_url: str, path: Path, *, update_existing: bool = F
         plan = importer.plan_header(header)
         report_path = report or path.with_name(path.name + ".rejected.csv")
         engine = make_engine(database_url)
+        cheap_timestamps(engine)
         cached = _CachedProfiles(redis_url, err)
         sink = _Report(report_path, header, always=report is not None)
         try:
             await migrate(engine)
             progress = _Progress(err, "crm import")  # rows/s from here: the migration is not the import
             sessionmaker = make_sessionmaker(engine)
+            # The KYC history's event id of a row: which import, which line.
+            source = f"import:{path.name[:150]}:"
             batches = _batches(reader, header, line_of=lambda: reader.line_num, now=now, size=batch_size)
             # aclosing: on an error the worker thread's read finishes before the file closes.
             with _few_collections():
@@ -326,9 +333,11 @@ async def import_csv(database_url: str, path: Path, *, update_existing: bool = F
                         result = await write_batch(
                             sessionmaker, batch.bundles, now=now,
                             update_columns=plan.update_columns if update_existing else None, replace=plan.replace,
+                            history=History(source, batch.lines),
                         )
-                        written = result.inserted + result.updated
-                        await cached.drop([batch.bundles[i]["customer"]["id"] for i in written])
+                        if cached.active:
+                            written = result.inserted + result.updated
+                            await cached.drop([batch.bundles[i]["customer"]["id"] for i in written])
                         _tally(summary, batch, result, sink)
                         progress(summary.rows, f", {summary.rejected:,} rejected")
         finally:
@@ -406,6 +415,7 @@ async def _demo_data(settings: Settings, args: argparse.Namespace, out: TextIO, 
     if args.batch_size < 1:
         raise _Refused("--batch-size must be at least 1")
     engine = make_engine(_database_url(settings))
+    cheap_timestamps(engine)
     progress = _Progress(err, "demo-data", total=args.customers, unit="customers")
     try:
         await migrate(engine)

@@ -14,6 +14,7 @@ issue queries per row (no N+1): a profile is one statement whatever the customer
 
 from __future__ import annotations
 
+import functools
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -203,6 +204,20 @@ def _summaries_query(*, join: Any = None, on: Any = None, where: Any) -> _AnySel
     return query.outerjoin(KycRecord, KycRecord.customer_id == Customer.id).where(where)
 
 
+@functools.cache
+def _phone_lookup() -> _AnySelect:
+    """Every call's caller lookup (the number as `e164`), built once: building the
+    statement cost more CPU than running it. The same number listed twice on one
+    customer (mobile and work) is one match."""
+    query = _summaries_query(join=CustomerPhone, on=CustomerPhone.customer_id == Customer.id,
+                             where=CustomerPhone.e164 == sa.bindparam("e164")).distinct()
+    return query.order_by(Customer.last_name, Customer.first_name, Customer.id)
+
+
+# Every call's interaction row: one statement, compiled once.
+_INSERT_INTERACTION = sa.insert(Interaction)
+
+
 def _summary(row: Any, now: datetime) -> CustomerSummary:
     return CustomerSummary(
         customer_id=row.id,
@@ -214,23 +229,24 @@ def _summary(row: Any, now: datetime) -> CustomerSummary:
     )
 
 
-_PROFILE_READERS: weakref.WeakKeyDictionary[sa.Engine, AsyncEngine] = weakref.WeakKeyDictionary()
+_DIRECT_READERS: weakref.WeakKeyDictionary[sa.Engine, AsyncEngine] = weakref.WeakKeyDictionary()
 
 
-def _profile_reader(bind: AsyncEngine) -> AsyncEngine:
-    """The engine the profile statement runs on, for a PostgreSQL `bind`: the same
-    database, its own pool, no pre-ping, autocommit.
+def _direct_reader(bind: AsyncEngine) -> AsyncEngine:
+    """The engine the screen pop's reads (the caller lookups and the profile statement)
+    run on, for a PostgreSQL `bind`: the same database, its own pool, no pre-ping,
+    autocommit.
 
     The hub's engine pings every connection it hands out (`pool_pre_ping`): on
     PostgreSQL that is BEGIN, a ping and ROLLBACK, three round trips before the
-    profile's one, which measured as most of the screen pop's CPU and tail (see
+    statement's one, which measured as most of the screen pop's CPU and tail (see
     docs/benchmarks.md). Here a connection that died in the pool costs one retry
-    instead (`CrmStore._read_profile`). One per engine, shared by its stores, disposed
+    instead (`CrmStore._read_direct`). One per engine, shared by its stores, disposed
     with it; its statements are reported as `bind`'s (logging, metrics, tests that
     count statements).
     """
     engine = bind.sync_engine
-    reader = _PROFILE_READERS.get(engine)
+    reader = _DIRECT_READERS.get(engine)
     if reader is not None:
         return reader
     reader = create_async_engine(engine.url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
@@ -254,7 +270,7 @@ def _profile_reader(bind: AsyncEngine) -> AsyncEngine:
     sa.event.listen(reader.sync_engine, "before_cursor_execute", before)
     sa.event.listen(reader.sync_engine, "after_cursor_execute", after)
     sa.event.listen(engine, "engine_disposed", disposed)
-    _PROFILE_READERS[engine] = reader
+    _DIRECT_READERS[engine] = reader
     return reader
 
 
@@ -291,10 +307,11 @@ class CrmStore:
 
     # --- lookup -------------------------------------------------------------------------
 
-    async def _summaries(self, query: _AnySelect, now: datetime | None) -> list[CustomerSummary]:
+    async def _summaries(
+        self, query: _AnySelect, now: datetime | None, params: dict[str, Any] | None = None
+    ) -> list[CustomerSummary]:
         now = now or _utcnow()
-        async with self._one_read() as connection:
-            rows = (await connection.execute(query)).all()
+        rows = await self._read_direct(query, params)
         return [_summary(row, now) for row in rows]
 
     @staticmethod
@@ -312,10 +329,7 @@ class CrmStore:
         e164 = normalize_phone(raw, default_region)
         if e164 is None:
             return []
-        # The same number listed twice on one customer (mobile and work) is one match.
-        query = _summaries_query(join=CustomerPhone, on=CustomerPhone.customer_id == Customer.id,
-                                 where=CustomerPhone.e164 == e164).distinct()
-        return await self._summaries(self._by_name(query), now)
+        return await self._summaries(_phone_lookup(), now, {"e164": e164})
 
     async def lookup_by_email(self, address: str, *, now: datetime | None = None) -> list[CustomerSummary]:
         """Customers with `address` among their emails (any case, 'mailto:' allowed), by name."""
@@ -377,8 +391,7 @@ class CrmStore:
             .limit(limit)
         )
         now = now or _utcnow()
-        async with self._one_read() as connection:
-            rows = (await connection.execute(statement)).all()
+        rows = await self._read_direct(statement)
         best = min((row.pri for row in rows), default=None)
         return [_summary(row, now) for row in rows if row.pri == best]
 
@@ -426,31 +439,40 @@ class CrmStore:
         """The profile document of `customer_id` straight from the database, or None."""
         params = {"customer_id": customer_id, "recent": recent}
         bind = self._sessionmaker.kw.get("bind")
+        if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+            rows = await self._read_direct(profile_statement("postgresql"), params)
+            text = rows[0][0] if rows else None
+        else:
+            async with self._one_read() as connection:
+                text = (await connection.execute(profile_statement(connection.dialect.name), params)).scalar()
+        return None if text is None else str(text).encode()
+
+    async def _read_direct(self, statement: Any, params: dict[str, Any] | None = None) -> Sequence[sa.Row[Any]]:
+        """The rows of one read-only statement of the screen pop's path: on PostgreSQL
+        through `_direct_reader`'s pool (no pre-ping), elsewhere through `_one_read`."""
+        bind = self._sessionmaker.kw.get("bind")
         if not isinstance(bind, AsyncEngine) or bind.dialect.name != "postgresql":
             async with self._one_read() as connection:
-                statement = profile_statement(connection.dialect.name)
-                text = (await connection.execute(statement, params)).scalar()
-            return None if text is None else str(text).encode()
-        reader = _profile_reader(bind)
+                return (await connection.execute(statement, params)).all()
+        reader = _direct_reader(bind)
         try:
-            text = await self._profile_text(reader, params)
+            return await self._direct_rows(reader, statement, params)
         except sa.exc.DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
             # A connection that died in the pool (the database restarted): the pool
             # has dropped them all, so a second try gets a new one.
-            text = await self._profile_text(reader, params)
-        return None if text is None else str(text).encode()
+            return await self._direct_rows(reader, statement, params)
 
     @staticmethod
-    async def _profile_text(reader: AsyncEngine, params: dict[str, Any]) -> Any:
+    async def _direct_rows(reader: AsyncEngine, statement: Any, params: dict[str, Any] | None) -> Sequence[sa.Row[Any]]:
         async with reader.connect() as connection:
-            return (await connection.execute(profile_statement("postgresql"), params)).scalar()
+            return (await connection.execute(statement, params)).all()
 
     @asynccontextmanager
     async def _one_read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for one read-only statement (a lookup; a profile where
-        `_profile_reader` does not apply).
+        """A connection for one read-only statement where `_direct_reader` does not
+        apply (SQLite; a sessionmaker bound to something else than an engine).
 
         Straight from the engine, skipping the ORM session, in autocommit: one statement
         reads one consistent snapshot by itself, and skipping BEGIN/ROLLBACK saves two
@@ -460,7 +482,11 @@ class CrmStore:
         if self._reader is None:
             bind = self._sessionmaker.kw.get("bind")
             if isinstance(bind, AsyncEngine):
-                self._reader = bind.execution_options(isolation_level="AUTOCOMMIT")
+                # SQLite's driver begins no transaction for a SELECT, so a plain
+                # connection reads like autocommit; switching to AUTOCOMMIT and back
+                # would cost four more trips to aiosqlite's thread per read.
+                autocommit = bind.dialect.name != "sqlite"
+                self._reader = bind.execution_options(isolation_level="AUTOCOMMIT") if autocommit else bind
         if self._reader is not None:
             async with self._reader.connect() as connection:
                 yield connection
@@ -526,17 +552,15 @@ class CrmStore:
         _check("outcome", fields["outcome"], OUTCOMES)
         chosen = interaction_id is not None
         interaction_id = interaction_id or f"int_{uuid.uuid4().hex}"
-        row = Interaction(id=interaction_id, **fields)
+        bind = self._sessionmaker.kw.get("bind")
         try:
-            async with self._sessionmaker() as session, session.begin():
-                session.add(row)
-                if outbox:
-                    # Flushed first so a bad row fails before the message exists at all.
-                    await session.flush()
-                    _outbox.enqueue(
-                        session, kind="interaction.created", idempotency_key=f"interaction.created:{interaction_id}",
-                        stream=interaction_id, payload=_interaction_view(row).to_dict(), now=now or _utcnow(),
-                    )
+            if not outbox and isinstance(bind, AsyncEngine):
+                # One INSERT on a connection, without the ORM's unit of work: written at
+                # the end of every call, where the session's flush was most of the cost.
+                async with bind.begin() as connection:
+                    await connection.execute(_INSERT_INTERACTION, {"id": interaction_id, **fields})
+            else:
+                await self._write_interaction_row(Interaction(id=interaction_id, **fields), outbox=outbox, now=now)
         except sa.exc.IntegrityError:
             if chosen and await self._interaction_exists(interaction_id):
                 # The first try committed; its invalidation may never have run.
@@ -545,6 +569,18 @@ class CrmStore:
             raise
         await self._changed(fields["customer_id"])
         return interaction_id
+
+    async def _write_interaction_row(self, row: Interaction, *, outbox: bool, now: datetime | None) -> None:
+        """The interaction through the ORM, with its outbox message in the same transaction."""
+        async with self._sessionmaker() as session, session.begin():
+            session.add(row)
+            if outbox:
+                # Flushed first so a bad row fails before the message exists at all.
+                await session.flush()
+                _outbox.enqueue(
+                    session, kind="interaction.created", idempotency_key=f"interaction.created:{row.id}",
+                    stream=row.id, payload=_interaction_view(row).to_dict(), now=now or _utcnow(),
+                )
 
     async def _interaction_exists(self, interaction_id: str) -> bool:
         async with self._sessionmaker() as session:
@@ -589,6 +625,28 @@ class CrmStore:
                 )
             customer_id = row.customer_id
         await self._changed(customer_id)
+        return True
+
+    async def update_interaction_customer(
+        self, interaction_id: str, *, customer_id: str, to_outbox: bool = True, now: datetime | None = None
+    ) -> bool:
+        """Name the interaction's customer (the agent picked them among several sharing
+        the caller's number) and, with `to_outbox`, queue an 'interaction.updated'
+        message; False if the interaction is unknown. Both customers' cached profiles
+        are invalidated: the interaction moves from one history to the other."""
+        async with self._sessionmaker() as session, session.begin():
+            row = await session.get(Interaction, interaction_id, with_for_update=True)
+            if row is None:
+                return False
+            before, row.customer_id = row.customer_id, customer_id
+            await session.flush()
+            if to_outbox:
+                _outbox.enqueue(
+                    session, kind="interaction.updated",
+                    idempotency_key=f"interaction.updated:{interaction_id}:{uuid.uuid4().hex}",
+                    stream=interaction_id, payload=_interaction_view(row).to_dict(), now=now or _utcnow(),
+                )
+        await self._changed(before, customer_id)
         return True
 
     async def add_interaction_note(

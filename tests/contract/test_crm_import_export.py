@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,109 @@ async def test_existing_ids_are_rejected_or_updated(engine: AsyncEngine, tmp_pat
     profile = await store.get_profile("cus_ada", now=NOW + timedelta(hours=2))
     assert profile is not None and profile.last_name == "King" and profile.tier == "vip"
     assert [p.e164 for p in profile.phones] == ["+447700900999"] and profile.kyc.status == "expired"
+
+
+async def test_every_kyc_the_import_creates_or_changes_leaves_its_history_row(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    store = CrmStore(make_sessionmaker(engine))
+    no_kyc = {"kyc_status": "", "kyc_risk_rating": "", "kyc_verified_at": ""}
+    first = write_csv(tmp_path / "v1.csv", [
+        {**ADA, "kyc_pep": "yes", "kyc_edd_reasons": "politically_exposed", "kyc_document_type": "passport",
+         "kyc_document_number_masked": "*****4821", "kyc_next_review_at": "2026-06-01T09:30:00.25+02:00"},
+        {**ADA, "id": "cus_bob", "accounts": "", **no_kyc},
+        {**ADA, "id": "cus_cy", "accounts": ""},
+        {**ADA, "id": "cus_dan", "accounts": ""},
+    ])
+    assert (await import_csv(url_of(engine), first, now=NOW)).inserted == 4
+    (created,) = await store.kyc_history("cus_ada")
+    assert created == {
+        "change": "created", "status": "verified", "risk_rating": "low", "event_id": "import:v1.csv:2",
+        "changed_at": NOW.isoformat(), "recorded_at": NOW.isoformat(),
+        "snapshot": {"status": "verified", "risk_rating": "low", "verified_at": "2024-06-01T00:00:00+00:00",
+                     "next_review_at": "2026-06-01T07:30:00.250000+00:00", "pep": True, "sanctions_hit": False,
+                     "edd_required": True, "edd_reasons": ["politically_exposed"], "document_type": "passport",
+                     "document_number_masked": "*****4821"},
+    }
+    assert await store.kyc_history("cus_bob") == []  # no KYC record, nothing to remember
+    assert [h["event_id"] for h in await store.kyc_history("cus_dan")] == ["import:v1.csv:5"]
+
+    # Ada's KYC changes, Bob gets one, Cy's is the same again, Dan's is removed.
+    later = NOW + timedelta(hours=1)
+    second = write_csv(tmp_path / "v2.csv", [
+        {**ADA, "kyc_status": "expired", "kyc_risk_rating": "medium"},
+        {**ADA, "id": "cus_bob", "accounts": "", "kyc_status": "pending", "kyc_verified_at": ""},
+        {**ADA, "id": "cus_cy", "accounts": ""},
+        {**ADA, "id": "cus_dan", "accounts": "", **no_kyc},
+    ])
+    assert (await import_csv(url_of(engine), second, update_existing=True, now=later)).updated == 4
+    ada = await store.kyc_history("cus_ada")
+    assert [(h["change"], h["status"], h["risk_rating"]) for h in ada] == [
+        ("created", "verified", "low"), ("updated", "expired", "medium")]
+    assert ada[1]["snapshot"]["status"] == "expired" and ada[1]["snapshot"]["edd_reasons"] == []
+    assert (ada[1]["event_id"], ada[1]["changed_at"]) == ("import:v2.csv:2", later.isoformat())
+    assert [(h["change"], h["status"]) for h in await store.kyc_history("cus_bob")] == [("created", "pending")]
+    assert [h["change"] for h in await store.kyc_history("cus_cy")] == ["created"]
+    dan = await store.kyc_history("cus_dan")
+    assert [(h["change"], h["status"], h["snapshot"]) for h in dan] == [
+        ("created", "verified", dan[0]["snapshot"]), ("deleted", None, None)]
+    # A file without KYC columns changes no KYC record and writes no history.
+    narrow = write_csv(tmp_path / "v3.csv", [{"id": "cus_ada", "first_name": "Ada", "last_name": "King",
+                                              "language": "en", "country": "GB"}],
+                       header=("id", "first_name", "last_name", "language", "country"))
+    assert (await import_csv(url_of(engine), narrow, update_existing=True, now=later)).updated == 1
+    assert len(await store.kyc_history("cus_ada")) == 2
+
+
+async def test_the_import_and_the_webhooks_keep_the_same_kyc_snapshot(engine: AsyncEngine, tmp_path: Path) -> None:
+    from tests.contract.test_crm_store import inbound
+
+    store = CrmStore(make_sessionmaker(engine))
+    kyc = {"status": "verified", "risk_rating": "high", "verified_at": "2024-06-01T09:30:00.5Z",
+           "next_review_at": "2025-06-01T00:00:00Z", "pep": False, "sanctions_hit": True, "edd_required": True,
+           "edd_reasons": ["sanctioned_country", "sanctions_hit"], "document_type": "national_id",
+           "document_number_masked": "****4567"}
+    customer = {"id": "cus_hook", "first_name": "Ada", "last_name": "Lovelace", "language": "en", "country": "GB",
+                "tier": "vip"}
+    assert await store.apply_inbound(inbound("customer.created", customer=customer, kyc=kyc),
+                                     create_unknown=False, now=NOW) == "applied"
+    row = {**ADA, "id": "cus_file", "accounts": "", "kyc_status": "verified", "kyc_risk_rating": "high",
+           "kyc_verified_at": "2024-06-01T11:30:00.5+02:00", "kyc_next_review_at": "2025-06-01",
+           "kyc_sanctions_hit": "true", "kyc_edd_reasons": "sanctions_hit;sanctioned_country",
+           "kyc_document_type": "national_id", "kyc_document_number_masked": "****4567"}
+    assert (await import_csv(url_of(engine), write_csv(tmp_path / "k.csv", [row]), now=NOW)).inserted == 1
+    (hooked,) = await store.kyc_history("cus_hook")
+    (imported,) = await store.kyc_history("cus_file")
+    assert imported["snapshot"] == hooked["snapshot"]
+    assert imported["snapshot"]["verified_at"] == "2024-06-01T09:30:00.500000+00:00"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_the_importers_timestamp_codec_means_what_asyncpgs_does(database_url: str) -> None:
+    from crm_sync.bulk import cheap_timestamps
+
+    values = [datetime(2024, 6, 1, 9, 30, 0, 250001, tzinfo=timezone(timedelta(hours=2))),
+              datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2000, 1, 1, tzinfo=UTC),
+              datetime(1970, 1, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+              datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)]
+    cheap, plain = make_engine(database_url), make_engine(database_url)
+    cheap_timestamps(cheap)
+    try:
+        async with cheap.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE stamps (n int, at timestamptz)"))
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            await driver.copy_records_to_table("stamps", records=list(enumerate(values)))
+            for n, value in enumerate(values):
+                await conn.execute(sa.text("INSERT INTO stamps VALUES (:n, :at)"), {"n": 100 + n, "at": value})
+            mine = (await conn.execute(sa.text("SELECT at FROM stamps ORDER BY n"))).scalars().all()
+        async with plain.connect() as conn:
+            theirs = (await conn.execute(sa.text("SELECT at FROM stamps ORDER BY n"))).scalars().all()
+            assert (await conn.execute(sa.text("SELECT count(*) FROM stamps WHERE at = '2000-01-01Z'"))).scalar() == 2
+    finally:
+        await cheap.dispose()
+        await plain.dispose()
+    assert mine == theirs == values + values
+    assert all(v.utcoffset() == timedelta(0) for v in mine)
 
 
 async def test_an_account_number_another_customer_holds_is_refused(engine: AsyncEngine, tmp_path: Path) -> None:

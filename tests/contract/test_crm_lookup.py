@@ -143,3 +143,39 @@ async def test_every_lookup_and_the_profile_can_use_an_index(people: None, engin
                   "ix_interactions_customer_id_started_at", "ix_tasks_customer_id_status_due_at",
                   "ix_leads_customer_id"):
         assert index in profile_plan, (index, profile_plan)
+
+
+async def _terminate_backends(admin_dsn: str, database: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return len(await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database))
+    finally:
+        await conn.close()
+
+
+async def test_phone_lookup_skips_the_pinged_pool_and_outlives_dropped_connections(
+    fresh_postgres_url: str, postgres_url: str
+) -> None:
+    # On PostgreSQL the lookup shares the profile's pool without the per-checkout ping
+    # (one round trip, not four): a connection the server dropped must cost a retry,
+    # never a caller the hub fails to identify.
+    engine = make_engine(fresh_postgres_url)
+    await migrate(engine)
+    try:
+        await add_customer(engine, "cus_ada", "Ada", "Lovelace", ["+442079460018"], kyc={"status": "pending"})
+        store = CrmStore(make_sessionmaker(engine))
+        checkouts: list[object] = []
+        sa.event.listen(engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
+        assert _ids(await store.lookup_by_phone("020 7946 0018")) == ["cus_ada"]
+        assert checkouts == []  # not the engine's own (pre-pinged) pool
+        database = fresh_postgres_url.rsplit("/", 1)[1]
+        assert await _terminate_backends(postgres_url.replace("+asyncpg", ""), database) >= 1  # as a restart would
+        for _ in range(2):
+            (ada,) = await store.lookup_by_phone("+44 20 7946 0018", now=NOW)
+            assert (ada.customer_id, ada.kyc_status) == ("cus_ada", "pending")
+    finally:
+        await engine.dispose()

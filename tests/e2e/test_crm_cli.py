@@ -57,11 +57,15 @@ def test_demo_data_export_and_import(tmp_path: Path) -> None:
     assert [(r["_line"], r["id"]) for r in report] == [("202", "cus_x1"), ("203", "cus_x2")]
     assert report[1]["kyc_document_number_masked"] == "*****4567"
     assert count(target_db, "customers") == 200
+    # Every KYC record the import created has its history row.
+    assert count(target_db, "kyc_history") == count(target_db, "kyc_records") > 100
 
     # The same file again: every row is already there; --update-existing updates them.
     updated = ctihub("crm", "import", "customers.csv", "--database-url", target, "--update-existing",
                      cwd=tmp_path)
     assert updated.returncode == 1 and "(0 new, 200 updated), rejected 2" in updated.stdout
+    # The same KYC records again are no change: no history row more.
+    assert count(target_db, "kyc_history") == count(target_db, "kyc_records")
 
     back = ctihub("crm", "export", "--database-url", target, cwd=tmp_path)
     assert back.returncode == 0 and back.stdout == exported

@@ -100,6 +100,27 @@ def test_a_good_row_becomes_a_bundle_of_table_rows() -> None:
     assert isinstance(again, dict) and [p["id"] for p in again["phones"]] == ids
 
 
+def test_child_ids_follow_the_customer_id_and_never_collide() -> None:
+    # Named after the customer id when it fits (so a file in id order fills the ids'
+    # index at its end), after a marked digest when it does not.
+    short = validate()
+    assert isinstance(short, dict)
+    assert [p["id"] for p in short["phones"]] == ["ph_cus_ada_00", "ph_cus_ada_01", "ph_cus_ada_02"]
+    assert [e["id"] for e in short["emails"]] == ["eml_cus_ada_00", "eml_cus_ada_01"]
+    assert [a["id"] for a in short["accounts"]] == ["acc_cus_ada_00", "acc_cus_ada_01"]
+    longest = "c" * 40
+    long = validate(id=longest, accounts="")
+    assert isinstance(long, dict)
+    long_ids = [p["id"] for p in long["phones"]]
+    assert all(i.startswith("ph_#") and len(i) <= 40 for i in long_ids) and long_ids == sorted(long_ids)
+    # A customer whose id looks like another's key still gets ids of its own.
+    lookalike = validate(id=long_ids[0][3:-3].lstrip("#"), accounts="")
+    near = validate(id="cus_ada_00", accounts="")
+    assert isinstance(lookalike, dict) and isinstance(near, dict)
+    every = [p["id"] for b in (short, long, lookalike, near) for p in b["phones"]]
+    assert len(every) == len(set(every))
+
+
 def test_defaults_for_empty_cells_and_a_generated_id() -> None:
     bundle = validate_row({"first_name": "Bo", "last_name": "Li", "language": "zh", "country": "cn"},
                           now=NOW, new_id=_new_id)
