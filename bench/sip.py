@@ -316,14 +316,39 @@ class Processes:
 # --- the hub -------------------------------------------------------------------------
 
 
-async def seed_directory(data_dir: Path, agents: list[str]) -> None:
+async def recreate_postgres(url: str) -> None:
+    """Drop and create the PostgreSQL database `url` names (through the server's
+    `postgres` database): every run seeds an empty one."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    if not target.database or not re.fullmatch(r"[A-Za-z0-9_]+", target.database):
+        raise SystemExit(f"bench/sip.py: --database-url must name a plain database, not {target.database!r}")
+    admin_dsn = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{target.database}"')
+    finally:
+        await admin.close()
+
+
+def database_url(data_dir: Path, configured: str | None) -> str:
+    return configured or f"sqlite+aiosqlite:///{(data_dir / 'ctihub.db').resolve()}"
+
+
+async def seed_directory(data_dir: Path, agents: list[str], *, url: str | None = None) -> None:
     """A bench queue on 1000 and `agents` agents with its skill and a SIP password, written
-    with the project's own migrations and directory store before the hub starts."""
+    with the project's own migrations and directory store before the hub starts, into
+    SQLite in `data_dir` or, with `url`, into that PostgreSQL database (emptied first)."""
     from cti.db import make_engine, make_sessionmaker, migrate
     from cti.directory.store import DirectoryStore, hash_password
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(f"sqlite+aiosqlite:///{(data_dir / 'ctihub.db').resolve()}")
+    if url is not None:
+        await recreate_postgres(url)
+    engine = make_engine(database_url(data_dir, url))
     try:
         await migrate(engine)
         store = DirectoryStore(make_sessionmaker(engine))
@@ -948,6 +973,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rtp-ports", default="20000-29999", help="the hub's RTP port range")
     parser.add_argument("--skip", default="", help="phases to skip: rate, media, direct (comma-separated)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp statistics)")
+    parser.add_argument(
+        "--database-url",
+        help="the hub's database (default SQLite in the work directory). A PostgreSQL URL "
+        "(postgresql+asyncpg://user@host/name) names a database that is dropped, created and seeded",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.step_seconds = args.step_seconds or (10.0 if quick else 60.0)
@@ -962,6 +992,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # This benchmark measures the call path without recordings (bench/recordings.py
     # measures what they add); other benchmarks reusing these phases set their own.
     args.hub_args = ["--recording-default", "never"]
+    if args.database_url:
+        if not args.database_url.startswith("postgresql+asyncpg://"):
+            parser.error("--database-url: only postgresql+asyncpg:// URLs (SQLite is the default)")
+        args.hub_args += ["--database-url", args.database_url]
     if "media" not in args.skip and max(args.media_levels) > args.agents:
         parser.error("--agents must be at least the largest media level (one agent per call)")
     return args
@@ -1015,7 +1049,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         data_dir = workdir / "var"
         t0 = time.monotonic()
-        await seed_directory(data_dir, usernames)
+        await seed_directory(data_dir, usernames, url=args.database_url)
         log(f"{args.agents} agents seeded ({time.monotonic() - t0:.0f} s)")
         hold_s = args.hold_ms / 1000
         # Each hub phase gets a fresh hub process: the rate ladder ends on an overloaded
@@ -1088,6 +1122,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "step_seconds": args.step_seconds,
         "hold_ms": args.hold_ms,
         "agents": args.agents,
+        "database": "postgresql" if args.database_url else "sqlite",
         "media_plateau_s": args.media_plateau,
         "max_loss_percent": 100 * MAX_LOSS,
         "machine": machine(),

@@ -7,6 +7,7 @@ given: a wrong match pops the wrong customer's KYC on an agent's screen.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -33,6 +34,7 @@ def _user_part(raw: str) -> str:
     return text.strip()
 
 
+@functools.lru_cache(maxsize=4096)  # pure; every call reads its caller's number twice (pop, CRM lookup)
 def normalize_phone(raw: str, default_region: str = "GB") -> str | None:
     """E.164 form of `raw` (e.g. '+442079460018'), or None when it cannot be a number.
 

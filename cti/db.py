@@ -37,8 +37,13 @@ def _enable_sqlite_foreign_keys(dbapi_connection: object, _record: object) -> No
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """An async engine for `url` (sqlite+aiosqlite:// or postgresql+asyncpg://)."""
-    engine = create_async_engine(url, pool_pre_ping=True)
+    """An async engine for `url` (sqlite+aiosqlite:// or postgresql+asyncpg://).
+
+    A server's connections are pinged as they leave the pool (a restarted PostgreSQL
+    leaves dead ones behind). A SQLite file has no server to lose, so there the ping
+    would be a round trip to the driver's thread before every statement for nothing.
+    """
+    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _enable_sqlite_foreign_keys)
     return engine

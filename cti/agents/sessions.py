@@ -42,6 +42,8 @@ _MAX_REVOKED = 10_000
 # replaying a stale pop.
 JOURNAL_S = 60.0
 JOURNAL_MESSAGES = 200
+# One encoder for every message: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 class Socket(Protocol):
@@ -243,7 +245,7 @@ class SessionRegistry:
         journal keeps it for a reconnect)."""
         journal = self._journal(username)
         journal.seq += 1
-        text = json.dumps({**message, "seq": journal.seq}, separators=(",", ":"), default=str)
+        text = _ENCODER.encode({**message, "seq": journal.seq})
         journal.add(text, self.clock())
         sent = 0
         for socket in list(self._sockets.get(username, ())):

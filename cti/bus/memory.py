@@ -8,10 +8,13 @@ oldest event instead, see `Subscription`), or share events with other processes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from cti.bus.base import DEFAULT_MAX_PENDING, Subscription
 from cti.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class InMemoryBus:
@@ -23,6 +26,18 @@ class InMemoryBus:
     async def publish(self, event: Event) -> None:
         if self._closed:
             raise RuntimeError("publish on a closed bus")
+        self._fan_out(event)
+
+    def publish_nowait(self, event: Event) -> bool:
+        """Always done at once: a subscriber's buffer never makes a publisher wait. On
+        a closed bus the event is dropped and logged (the hub is stopping)."""
+        if self._closed:
+            log.warning("event %s published on a closed bus: dropped", event.topic)
+            return True
+        self._fan_out(event)
+        return True
+
+    def _fan_out(self, event: Event) -> None:
         for sub in tuple(self._subs):
             if sub.wants(event.topic):
                 sub.push_nowait(event)

@@ -83,6 +83,9 @@ class RedisStreamsBus:
         async with asyncio.timeout(_COMMAND_TIMEOUT_S):
             await self._redis.xadd(self.stream, {"e": body}, maxlen=self.maxlen, approximate=True)
 
+    def publish_nowait(self, event: Event) -> bool:
+        return False  # every event is a round trip to Redis: `publish` it
+
     def subscribe(self, topics: Iterable[str] | None = None) -> Subscription:
         if self._closed:
             raise RuntimeError("subscribe on a closed bus")

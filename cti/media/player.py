@@ -22,6 +22,10 @@ from cti.media.wavsource import RtpPacketizer, WavSource
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.020
+# Music on hold starts this long after it is asked for: a caller bridged to an agent
+# within it (the usual case with a free agent) hears no snippet of music before the
+# agent, and the hub spares the player and its packets.
+MUSIC_GRACE_S = 0.1
 
 
 @functools.lru_cache(maxsize=32)
@@ -60,9 +64,10 @@ class Player:
     def playing(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
+    def start(self, *, after_s: float = 0.0) -> None:
+        """Play from the next frame on, the first one `after_s` from now."""
         if not self.playing:
-            self._task = asyncio.get_running_loop().create_task(self._play())
+            self._task = asyncio.get_running_loop().create_task(self._play(after_s))
 
     def stop(self) -> None:
         if self._task is not None:
@@ -70,8 +75,10 @@ class Player:
             self._task = None
             self._packetizer.pause(0)  # the next start begins a new talkspurt (marker bit)
 
-    async def _play(self) -> None:
+    async def _play(self, after_s: float) -> None:
         loop = asyncio.get_running_loop()
+        if after_s > 0:
+            await asyncio.sleep(after_s)
         deadline = loop.time()
         for frame in self._frames:
             self._endpoint.send(self._packetizer.packetize(frame).serialize())

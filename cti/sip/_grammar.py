@@ -21,8 +21,14 @@ _PARAM_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")
 Params = tuple[tuple[str, str | None], ...]
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_PARAM_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+")
+
+
 def is_token(text: str) -> bool:
-    return bool(text) and all(ch in TOKEN_CHARS for ch in text)
+    # A regular expression, not a loop over the characters: every header name of every
+    # message goes through here. Same set as TOKEN_CHARS.
+    return _TOKEN.fullmatch(text) is not None
 
 
 def read_quoted(text: str, start: int) -> tuple[str, int]:
@@ -55,6 +61,8 @@ def split_outside(text: str, sep: str, *, angles: bool = True) -> list[str]:
     Never raises: an unterminated quote swallows the rest, and the element parser
     that receives it reports the error with better context.
     """
+    if '"' not in text:
+        return _split_unquoted(text, sep, angles=angles)
     parts: list[str] = []
     start = 0
     in_quote = False
@@ -79,6 +87,30 @@ def split_outside(text: str, sep: str, *, angles: bool = True) -> list[str]:
             start = i + 1
         i += 1
     parts.append(text[start:])
+    return parts
+
+
+def _split_unquoted(text: str, sep: str, *, angles: bool) -> list[str]:
+    """`split_outside` for text without a quote: str.split, then the pieces cut inside
+    <...> are joined again (the common case, a Contact or Route, in a few C calls)."""
+    pieces = text.split(sep)
+    if not angles or len(pieces) == 1 or "<" not in text:
+        return pieces
+    parts: list[str] = []
+    current: str | None = None
+    in_angle = False
+    for piece in pieces:
+        current = piece if current is None else current + sep + piece
+        opened, closed = piece.rfind("<"), piece.rfind(">")
+        if opened > closed:
+            in_angle = True
+        elif closed > opened:
+            in_angle = False
+        if not in_angle:
+            parts.append(current)
+            current = None
+    if current is not None:
+        parts.append(current)
     return parts
 
 
@@ -110,7 +142,7 @@ def parse_params(text: str) -> Params:
             _, end = read_quoted(value, 0)
             if end != len(value):
                 raise SipParseError(f"junk after quoted value of parameter {name!r}")
-        elif not value or any(ch not in _PARAM_VALUE_CHARS for ch in value):
+        elif _PARAM_VALUE.fullmatch(value) is None:
             raise SipParseError(f"bad value for parameter {name!r}")
         params.append((name, value))
     return tuple(params)

@@ -7,6 +7,7 @@ beyond that split: parsing a Via or a From is the URI module's job.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 
 from cti.sip._grammar import is_token, split_list
@@ -71,6 +72,9 @@ _LIST_HEADERS = frozenset(
 )
 
 
+_NONE: list[str] = []  # what a lookup of an absent header reads (never changed)
+
+
 def canonical_name(name: str) -> str:
     """The spelling we send: compact forms expanded, well-known names capitalized."""
     key = name.lower()
@@ -83,19 +87,46 @@ def is_list_header(name: str) -> bool:
     return canonical_name(name).lower() in _LIST_HEADERS
 
 
-class Headers:
-    """Ordered (name, value) pairs, one per header line, looked up case-insensitively."""
+@functools.lru_cache(maxsize=512)
+def _lookup_key(name: str) -> str:
+    # Lookups name a handful of headers, mostly as literals: each spelling is worked
+    # out once instead of on every call.
+    return canonical_name(name).lower()
 
-    __slots__ = ("_items",)
+
+class Headers:
+    """Ordered (name, value) pairs, one per header line, looked up case-insensitively.
+
+    Lookups go through an index (lowercase name -> the values of its lines, in order),
+    built at the first lookup and dropped at every change: a message is read many times
+    (transactions, validation, the dialog, the application) and changed rarely.
+    """
+
+    __slots__ = ("_index", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] | None = None
         for name, value in items:
             self.add(name, value)
 
     @staticmethod
     def _key(name: str) -> str:
-        return canonical_name(name).lower()
+        return _lookup_key(name)
+
+    def _lines_of(self, key: str) -> list[str]:
+        index = self._index
+        if index is None:
+            index = {}
+            for n, v in self._items:
+                lower = n.lower()
+                values = index.get(lower)
+                if values is None:
+                    index[lower] = [v]
+                else:
+                    values.append(v)
+            self._index = index
+        return index.get(key, _NONE)
 
     def add(self, name: str, value: str) -> None:
         # Local misuse (not peer garbage), so a plain ValueError: a CR or LF here would
@@ -105,6 +136,12 @@ class Headers:
         if "\r" in value or "\n" in value:
             raise ValueError(f"CR/LF in value of header {name!r}")
         self._items.append((canonical_name(name), value))
+        self._index = None
+
+    def _add_parsed(self, name: str, value: str) -> None:
+        """`add` for the parser, which has checked the name and split the lines already."""
+        self._items.append((canonical_name(name), value))
+        self._index = None
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of `name` by one, kept where the first one was."""
@@ -118,30 +155,26 @@ class Headers:
     def remove(self, name: str) -> None:
         key = self._key(name)
         self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        self._index = None
 
     def get(self, name: str) -> str | None:
-        key = self._key(name)
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
-        return None
+        values = self._lines_of(self._key(name))
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value: one per line, and list headers split into their elements."""
         key = self._key(name)
-        values = [v for n, v in self._items if n.lower() == key]
+        values = self._lines_of(key)
         if key in _LIST_HEADERS:
             return [element for v in values for element in split_list(v)]
-        return values
+        return list(values)
 
     def get_lines(self, name: str) -> list[str]:
         """The raw value of each line of `name`, unsplit (what a response echoes)."""
-        key = self._key(name)
-        return [v for n, v in self._items if n.lower() == key]
+        return list(self._lines_of(self._key(name)))
 
     def count(self, name: str) -> int:
-        key = self._key(name)
-        return sum(1 for n, _ in self._items if n.lower() == key)
+        return len(self._lines_of(self._key(name)))
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
@@ -149,6 +182,7 @@ class Headers:
     def copy(self) -> Headers:
         clone = Headers()
         clone._items = list(self._items)
+        clone._index = self._index  # never changed in place, only dropped: safe to share
         return clone
 
     def __contains__(self, name: object) -> bool:

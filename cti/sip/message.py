@@ -193,7 +193,7 @@ def _parse_headers(lines: list[str], state: _Parse) -> Headers:
         if not colon or not is_token(name):
             state.fail("malformed header line")
             continue
-        headers.add(name, value.strip(LWS))
+        headers._add_parsed(name, value.strip(LWS))  # a token name; lines hold no CR/LF
     return headers
 
 

@@ -2,7 +2,7 @@
 plugged in (RFC 3261 §18).
 
 It turns arriving messages into calls of the pure layer and the layer's commands into
-I/O: `SendDatagram` -> the UDP socket or a TCP connection (by the command's transport),
+I/O: `SendDatagram` -> the UDP socket (`transport_udp`) or a TCP connection (by the command's transport),
 `StartTimer`/`CancelTimer` -> loop.call_later handles, `Deliver*`/`ReportTimeout` -> the
 transaction user, `Log` -> logging. Nothing a peer sends can stop a listener: every
 failure is logged and the next message is served.
@@ -25,7 +25,7 @@ import struct
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Protocol, cast
+from typing import Protocol
 
 from cti.sip.errors import SipParseError
 from cti.sip.message import SipRequest, SipResponse
@@ -45,6 +45,7 @@ from cti.sip.transaction import (
     TransactionLayer,
 )
 from cti.sip.transport_tcp import SipTcpEndpoint
+from cti.sip.transport_udp import SipUdpSocket
 from cti.sip.uri import parse_name_addr, parse_uri
 
 log = logging.getLogger("cti.sip")
@@ -100,7 +101,8 @@ class SipEndpoint:
     ) -> None:
         self.layer = layer
         self._user = user
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: SipUdpSocket | None = None
+        self._local_address: Address | None = None
         self.tcp: SipTcpEndpoint | None = None
         self._tcp_idle_timeout = tcp_idle_timeout
         self._tcp_max_connections = tcp_max_connections
@@ -113,7 +115,9 @@ class SipEndpoint:
     async def start(self, host: str, port: int, *, tcp: bool = True) -> Address:
         """Listen on UDP, then on TCP on the same port number (a port of 0 picks UDP's)."""
         self._loop = asyncio.get_running_loop()
-        await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+        udp = SipUdpSocket(self._udp_message)
+        await udp.start(host, port)
+        self._udp, self._local_address = udp, None
         try:
             self._udp_socket().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         except OSError as err:
@@ -132,14 +136,17 @@ class SipEndpoint:
 
     @property
     def local_address(self) -> Address:
+        """Where the UDP socket is bound (read once: every call's Contact and Via ask)."""
         assert self._udp is not None, "endpoint not started"
-        host, port = self._udp.get_extra_info("sockname")[:2]
-        return str(host), int(port)
+        if self._local_address is None:
+            host, port = self._udp.sock.getsockname()[:2]
+            self._local_address = (str(host), int(port))
+        return self._local_address
 
     def udp_receive_queue(self) -> tuple[int, int, int] | None:
         """The UDP socket's receive queue: (bytes in it, the buffer's size, datagrams the
         kernel dropped so far). None where the platform cannot tell (not Linux)."""
-        if self._udp is None or self._udp.is_closing() or not sys.platform.startswith("linux"):
+        if self._udp is None or self._udp.closing or not sys.platform.startswith("linux"):
             return None
         sock = self._udp_socket()
         try:
@@ -151,11 +158,11 @@ class SipEndpoint:
 
     def _udp_socket(self) -> socket.socket:
         assert self._udp is not None, "endpoint not started"
-        return cast(socket.socket, self._udp.get_extra_info("socket"))
+        return self._udp.sock
 
     @property
     def running(self) -> bool:
-        return self._udp is not None and not self._udp.is_closing()
+        return self._udp is not None and not self._udp.closing
 
     def close(self) -> None:
         for handle in self._timers.values():
@@ -183,6 +190,9 @@ class SipEndpoint:
         except Exception:  # the listener must survive any message
             self.datagrams_failed += 1
             log.exception("%s message from %s:%s could not be processed; dropped", transport, source[0], source[1])
+
+    def _udp_message(self, data: bytes, source: Address) -> None:
+        self.message_received(data, source, UDP)
 
     def _tcp_message(self, data: bytes, source: Address) -> None:
         self.message_received(data, source, TCP)
@@ -249,7 +259,7 @@ class SipEndpoint:
 
     def _send(self, data: bytes, destination: Address, transport: str, fallback: Address | None) -> None:
         if transport == UDP:
-            if self._udp is not None and not self._udp.is_closing():
+            if self._udp is not None:
                 self._udp.sendto(data, destination)
         elif self.tcp is not None:
             self.tcp.send(data, destination, fallback=fallback)
@@ -277,19 +287,3 @@ class SipEndpoint:
     @property
     def pending_timers(self) -> int:
         return len(self._timers)
-
-
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's selector datagram transport does not subclass DatagramTransport.
-        self._endpoint._udp = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._endpoint.message_received(data, (addr[0], addr[1]), UDP)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the peer went away; timers will notice.
-        log.debug("UDP error: %s", exc)

@@ -13,6 +13,7 @@ handing one to a socket. URI user, password, parameters and headers are stored
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, replace
@@ -49,6 +50,12 @@ _HEADER_CHARS = _HEADER_SAFE | frozenset("%")
 _TEL_CHARS = _PARAM_CHARS | frozenset("=;")
 
 URIParams = tuple[tuple[str, str | None], ...]
+
+# The parsers below are pure and their results frozen, so they are memoized on the
+# text: one message is read several times (transaction key, validation, dialog
+# matching, the application), and its reply and the next requests of the same dialog
+# carry the same From, To and Contact values. Errors are not remembered.
+_PARSED_VALUES = 2048
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +186,7 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
     )
 
 
+@functools.lru_cache(maxsize=_PARSED_VALUES)
 def parse_uri(text: str) -> SipUri:
     """Parse a URI; raise SipParseError on LWS, bad host or port, or bad escapes."""
     if not text:
@@ -237,6 +245,7 @@ def _after_angle(display: str | None, text: str) -> NameAddr:
     return NameAddr(display_name=display, uri=uri, params=params)
 
 
+@functools.lru_cache(maxsize=_PARSED_VALUES)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse `name-addr / addr-spec` followed by header parameters (RFC 3261 §20.10)."""
     s = text.strip(LWS)
@@ -314,6 +323,7 @@ _SENT_PROTOCOL = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=_PARSED_VALUES)
 def parse_via(text: str) -> Via:
     """Parse one Via element (split the header with Headers.get_all first)."""
     m = _SENT_PROTOCOL.fullmatch(text)
