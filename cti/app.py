@@ -32,6 +32,7 @@ from cti.agents.sessions import SessionRegistry
 from cti.bus import EventBus, make_bus
 from cti.calls.leg import ALLOWED_METHODS
 from cti.calls.overload import OverloadGuard
+from cti.calls.outbound import parse_trunk
 from cti.calls.service import VoiceService
 from cti.center import ContactCenter
 from cti.config import ConfigError, Settings, setting_label
@@ -282,6 +283,7 @@ class Hub:
             registrar=registrar,
             phones=self._phones_of,
             rtp_timeout_s=self.rtp_timeout_s if self.rtp_timeout_s is not None else settings.rtp_timeout_s,
+            trunk=parse_trunk(settings.sip_trunk) if settings.sip_trunk else None,
         )
         if settings.recording_notice:
             self.voice.notice_sound = Path(settings.recording_notice)

@@ -30,6 +30,7 @@ from cti import events as ev
 from cti.agents.sessions import SessionRegistry
 from cti.bus import EventBus
 from cti.calls.agent_leg import AgentLegEnd
+from cti.calls.outbound import Trunk
 from cti.registrar.bindings import Binding
 from cti.routing_contact import (
     OfferReason,
@@ -70,6 +71,7 @@ from routing.facts import (
     Fact,
     OfferAccepted,
     OfferRejected,
+    OutboundStarted,
     QueueConfigured,
     RulesChanged,
     TimePassed,
@@ -115,6 +117,10 @@ class VoiceControl(Protocol):
     def stop_ringing(self, call_id: str, why: AgentLegEnd = ...) -> None: ...
     def hold(self, call_id: str, *, held: bool) -> bool: ...
     def transfer_to_queue(self, call_id: str, *, queue: str, number: str) -> bool: ...
+    def transfer_to_number(self, call_id: str, number: str) -> bool: ...
+    def dial(self, *, agent_id: str, bindings: Sequence[Binding], number: str, customer_name: str) -> str | None: ...
+    @property
+    def trunk(self) -> Trunk | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +161,11 @@ class Contact:
     released: str | None = None
     routed: bool = False  # its arrival went to routing (shared routing: maybe not applied yet)
     answered_on_phone: bool = False  # the offered agent's phone answered (shared routing)
+    direction: str = "inbound"  # "outbound": click-to-dial
+    # The interaction's customer when the lookup alone does not say: the one dialled, or
+    # the one the agent picked among several sharing the caller's number.
+    customer_id: str | None = None
+    dial_failure: str | None = None  # click-to-dial: why the customer was not reached (the disposition)
 
 
 class RecordingControl(Protocol):
@@ -211,6 +222,7 @@ class _Handled:
     interaction_id: str
     written: asyncio.Event = field(default_factory=asyncio.Event)
     stored: bool = False  # the interaction's row exists (set with `written`)
+    matches: tuple[str, ...] = ()  # the customers sharing the caller's number: what a pick may name
 
 
 @dataclass
@@ -368,7 +380,10 @@ class ContactCenter:
             outcome = "missed"  # routing let go of it (queue full, waited too long)
             disposition = contact.released
         elif agent is not None:
-            outcome = "completed"
+            # A click-to-dial whose customer never answered has an agent but no talk.
+            outcome = "completed" if contact.answered_at is not None else "failed"
+            if contact.dial_failure is not None:
+                disposition = contact.dial_failure
             self._submit(ContactFinished(contact_id=contact.contact_id, now=now), failed=self._unknown_finished)
             self.contacts_handled[agent] = self.contacts_handled.get(agent, 0) + 1
             if self.recordings is not None:
@@ -517,7 +532,16 @@ class ContactCenter:
             self.recordings.segment_ended(call_id)  # the next agent's part is a recording of its own
         self._publish(ev.CallTransferred(occurred_at=_utc_now(), call_id=call_id, agent_id=agent, to_queue=to_queue, to_number=to_number))
         segment = dataclasses.replace(contact)  # the agent's part, as it stood
-        self._spawn(self._record_interaction(segment, outcome="completed", ended_at=_utc_now(), disposition=f"transferred to {to_queue}"))
+        self._spawn(self._record_interaction(
+            segment, outcome="completed", ended_at=_utc_now(), disposition=f"transferred to {to_queue or to_number}"
+        ))
+        if not to_queue:
+            # An outside number answered: the contact center's part of the call is over
+            # (the caller and the number talk through the hub until either hangs up).
+            contact.ended = True
+            self._contacts.pop(contact.contact_id, None)
+            self._by_call.pop(call_id, None)
+            return True
         # The same caller, a new contact in the new queue.
         del self._contacts[contact.contact_id]
         contact.contact_id = "ct_" + uuid.uuid4().hex[:16]
@@ -653,6 +677,8 @@ class ContactCenter:
                 self.hang_up(agent, contact_id)
             elif request.request in ("hold", "unhold"):
                 self.hold(agent, contact_id, held=request.request == "hold")
+            elif request.request == "transfer" and "number" in request.args:
+                self.transfer_to_number(agent, contact_id, str(request.args["number"]))
             elif request.request == "transfer":
                 self.transfer(agent, contact_id, str(request.args.get("queue", "")))
             else:
@@ -662,6 +688,196 @@ class ContactCenter:
             if err.field is not None:
                 answer["field"] = err.field
             self._to_agent(agent, answer)
+
+    # --- outbound: transfer to a number, click-to-dial --------------------------------
+
+    @property
+    def outbound_ready(self) -> bool:
+        """A trunk is configured: click-to-dial and transfers to numbers are offered."""
+        return self._voice is not None and self._voice.trunk is not None
+
+    def outside_number(self, call_id: str, number: str) -> str | None:
+        """A REFER from the agent's phone names `number`: its E.164 form when the call is
+        connected to an agent and it is a phone number, else None (the REFER fails)."""
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.agent_id is None or contact.ended:
+            return None
+        return normalize_phone(number, default_region=self.default_region)
+
+    def transfer_to_number(self, username: str, contact_id: str, number: object) -> str:
+        """Transfer from the desktop to an outside number through the trunk; returns its
+        E.164 form. The caller hears music while it rings; `call.transferred` follows
+        when it answers (the agent's leg ends then), `transfer_failed` when it does not
+        (the caller is back with the agent)."""
+        if not isinstance(number, str) or not number.strip():
+            raise CenterError("missing_field", "number is required: the phone number to transfer to", field="number")
+        e164 = normalize_phone(number, default_region=self.default_region)
+        if e164 is None:
+            raise CenterError("bad_field", f"number {number!r} is not a phone number", field="number")
+        if self._forwarded(username, contact_id, "transfer", number=e164):
+            return e164
+        contact = self._contacts.get(contact_id)
+        if contact is None or contact.agent_id != username or contact.ended:
+            raise CenterError("not_your_contact", f"contact {contact_id} is not connected to you")
+        if self._voice is None:
+            raise CenterError("no_voice", "the voice service is not running")
+        if self._voice.trunk is None:
+            raise CenterError("no_trunk", NO_TRUNK)
+        if not self._voice.transfer_to_number(contact.call_id, e164):
+            raise CenterError("bad_state", "the call cannot be transferred now (its phone has not answered, or a transfer is ringing)")
+        return e164
+
+    def transfer_failed(self, call_id: str, *, number: str, failure: str, status: int) -> None:
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.agent_id is None:
+            return
+        self._to_agent(contact.agent_id, {
+            "type": "transfer_failed", "contact_id": contact.contact_id, "call_id": call_id, "number": number,
+            "failure": failure, "status": status,
+        })
+
+    async def dial(self, username: str, customer_id: object, phone: object = None) -> dict[str, Any]:
+        """Click-to-dial: the hub rings the agent's phone, then calls the customer's number
+        (one of the card's: `phone`, or the first) through the trunk and bridges them.
+        The agent is busy for routing until the call ends, then wraps up as after an
+        inbound call. Returns the contact as the desktop tracks it; CenterError otherwise."""
+        if not isinstance(customer_id, str) or not customer_id:
+            raise CenterError("missing_field", "customer_id is required", field="customer_id")
+        if phone is not None and not isinstance(phone, str):
+            raise CenterError("bad_field", "phone must be one of the customer's numbers", field="phone")
+        voice = self._voice
+        if voice is None:
+            raise CenterError("no_voice", "the voice service is not running")
+        if voice.trunk is None:
+            raise CenterError("no_trunk", NO_TRUNK)
+        state = self.router.agent_state(username) if self.router.has_agent(username) else AgentState.OFFLINE
+        if state == AgentState.OFFLINE:
+            raise CenterError("not_logged_in", "log in to the desktop (set a state) before dialling")
+        if state in (AgentState.RESERVED, AgentState.BUSY):
+            raise CenterError("agent_busy", f"you are {state.value}: finish the call in hand first")
+        queue = outbound_queue(self.router, username)
+        if queue is None:
+            raise CenterError("no_queue", f"{username} serves no queue to account the call to")
+        profile = await self.crm.get_profile(customer_id)
+        if profile is None:
+            raise CenterError("unknown_customer", f"there is no customer {customer_id!r}", field="customer_id")
+        number = dial_number(
+            profile.customer_id, [p.e164 for p in profile.phones], phone, default_region=self.default_region
+        )
+        bindings = await voice.phones_of(username)
+        if not bindings:
+            raise CenterError("no_phone", "click-to-dial rings your SIP phone first: register one")
+        contact_id = "ct_" + uuid.uuid4().hex[:16]
+        await self._outbound_started(OutboundStarted(contact_id=contact_id, agent_id=username, queue=queue, now=self.clock()))
+        call_id = voice.dial(agent_id=username, bindings=bindings, number=number, customer_name=profile.name)
+        if call_id is None:
+            self._submit(ContactFinished(contact_id=contact_id, now=self.clock()), failed=self._unknown_finished)
+            raise CenterError("no_media", "no RTP port is free for the call; try again")
+        identity = CallerIdentity(matches=(), profile=profile)
+        contact = Contact(
+            contact_id=contact_id, call_id=call_id, channel="voice", caller=number, caller_e164=number,
+            dialled=number, queue=queue, started_at=_utc_now(), identity=asyncio.create_task(_known(identity)),
+            agent_id=username, direction="outbound", customer_id=profile.customer_id, routed=True,
+        )
+        self._contacts[contact_id] = contact
+        self._by_call[call_id] = contact_id
+        self._remember_handled(username, contact)
+        return {
+            "contact_id": contact_id, "call_id": call_id, "interaction_id": contact.interaction_id,
+            "customer_id": profile.customer_id, "name": profile.name, "number": number, "queue": queue,
+        }
+
+    async def _outbound_started(self, fact: OutboundStarted) -> None:
+        """Routing takes the agent as busy before anything rings (shared routing: once the
+        store applied it, since another hub may have offered them a call meanwhile)."""
+        if self._facts is None:
+            try:
+                self._submit(fact)
+            except RoutingError as err:
+                raise CenterError(getattr(err, "code", "routing_error"), str(err)) from None
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def refused(err: RoutingError) -> None:
+            if not done.done():
+                done.set_exception(CenterError(err.code, str(err)))
+
+        self._submit(fact, then=lambda: None if done.done() else done.set_result(None), failed=refused)
+        await done
+
+    def dial_ringing(self, call_id: str) -> None:
+        self._dial_progress(call_id, "ringing")
+
+    def dial_answered(self, call_id: str) -> None:
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.agent_id is None:
+            return
+        contact.answered_at = _utc_now()
+        self._publish(ev.CallAnswered(occurred_at=contact.answered_at, call_id=call_id, agent_id=contact.agent_id))
+
+    def dial_failed(self, call_id: str, *, side: str, failure: str, status: int) -> None:
+        contact = self._contact_of_call(call_id)
+        if contact is not None:
+            contact.dial_failure = f"{side}_{failure}"  # e.g. customer_busy, agent_no_answer
+        self._dial_progress(call_id, "failed", side=side, failure=failure, status=status)
+
+    def _dial_progress(self, call_id: str, stage: str, **details: Any) -> None:
+        contact = self._contact_of_call(call_id)
+        if contact is None or contact.agent_id is None:
+            return
+        self._to_agent(contact.agent_id, {
+            "type": "dial_progress", "contact_id": contact.contact_id, "call_id": call_id, "stage": stage, **details,
+        })
+
+    # --- the customer an agent picked -------------------------------------------------
+
+    async def pick_customer(
+        self, username: str, *, customer_id: object, contact_id: object = None, interaction_id: object = None
+    ) -> dict[str, Any]:
+        """Several customers share the caller's number and the agent says which one is on
+        the line: the interaction is stored with that customer (its row is updated when
+        it is already written). Only one of the customers the pop offered may be picked:
+        the number is the evidence the hub has, and an interaction is a compliance
+        record, so it never names a customer the call gives no ground for."""
+        if not isinstance(customer_id, str) or not customer_id:
+            raise CenterError("missing_field", "customer_id is required: one of the pop's matches", field="customer_id")
+        if interaction_id is None and contact_id is None:
+            raise CenterError("missing_field", "contact_id (or interaction_id) is required", field="contact_id")
+        for name, value in (("contact_id", contact_id), ("interaction_id", interaction_id)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise CenterError("bad_field", f"{name} must be a non-empty string", field=name)
+        contact = self._contacts.get(contact_id) if isinstance(contact_id, str) else None
+        if contact is None and isinstance(interaction_id, str):
+            contact = next((c for c in self._contacts.values() if c.interaction_id == interaction_id), None)
+        if contact is not None and not contact.ended and username in (contact.offered_to, contact.agent_id):
+            matches = _match_ids(await _identity_or_unknown(contact.identity))
+            _check_pick(customer_id, matches)
+            contact.customer_id = customer_id  # written with the interaction at the call's end
+            return {"contact_id": contact.contact_id, "interaction_id": contact.interaction_id,
+                    "customer_id": customer_id, "stored": False}
+        handled = self._handled_by(
+            username, interaction_id=interaction_id if isinstance(interaction_id, str) else None,
+            contact_id=contact_id if isinstance(contact_id, str) else None,
+        )
+        _check_pick(customer_id, handled.matches)
+        try:
+            await asyncio.wait_for(handled.written.wait(), WRAPUP_WAIT_S)
+        except TimeoutError:
+            raise CenterError("interaction_not_written", "the call's interaction is not stored yet; try again") from None
+        if not handled.stored:
+            raise CenterError("interaction_not_written", "the call's interaction could not be stored in the CRM")
+        try:
+            found = await self.crm.update_interaction_customer(
+                handled.interaction_id, customer_id=customer_id, to_outbox=self.sync_to_crm
+            )
+        except Exception:
+            log.exception("storing the picked customer of %s failed", handled.interaction_id)
+            raise CenterError("crm_unavailable", "the CRM could not store the customer; try again") from None
+        if not found:
+            raise CenterError("no_such_interaction", f"interaction {handled.interaction_id} is not in the CRM",
+                              field="interaction_id")
+        return {"contact_id": handled.contact_id, "interaction_id": handled.interaction_id,
+                "customer_id": customer_id, "stored": True}
 
     # --- wrap-up ---------------------------------------------------------------------
 
@@ -729,8 +945,11 @@ class ContactCenter:
         return handled
 
     def _remember_handled(self, username: str, contact: Contact) -> None:
+        identity = contact.identity
+        known = identity.done() and not identity.cancelled() and identity.exception() is None
         self._handled[contact.interaction_id] = _Handled(
-            agent_id=username, contact_id=contact.contact_id, interaction_id=contact.interaction_id
+            agent_id=username, contact_id=contact.contact_id, interaction_id=contact.interaction_id,
+            matches=_match_ids(identity.result()) if known else (),
         )
         self._last_handled[username] = contact.interaction_id
         while len(self._handled) > WRAPUP_MEMORY:
@@ -1101,10 +1320,11 @@ class ContactCenter:
     ) -> None:
         identity = await _identity_or_unknown(contact.identity)
         customer_id = identity.profile.customer_id if identity.profile is not None else None
+        customer_id = contact.customer_id or customer_id
         record: dict[str, Any] = {
             "customer_id": customer_id,
             "channel": contact.channel,
-            "direction": "inbound",
+            "direction": contact.direction,
             "caller_number": contact.caller_e164 or contact.caller,
             "dialled": contact.dialled,
             "queue": contact.queue,
@@ -1153,7 +1373,8 @@ class ContactCenter:
 
     def _publish(self, event: ev.Event, *, to_agents: bool = True) -> None:
         """`to_agents` False: the bus only (statistics are for wallboards, not desktops)."""
-        self._spawn(self.bus.publish(event))
+        if not self.bus.publish_nowait(event):  # in-process: no task per event
+            self._spawn(self.bus.publish(event))
         for username in _agents_concerned(event) if to_agents else ():
             self._to_agent(username, event.to_wire())
 
@@ -1242,6 +1463,57 @@ def screen_pop(contact: Contact, identity: CallerIdentity, *, offer_timeout_s: f
         "offer_timeout_s": offer_timeout_s,
         "started_at": contact.started_at.isoformat(),
     }
+
+
+NO_TRUNK = "no outbound SIP trunk is configured: set CTIHUB_SIP_TRUNK (--sip-trunk) to the carrier's gateway"
+
+
+def outbound_queue(router: Router, agent_id: str) -> str | None:
+    """The queue an agent's outbound call counts in (statistics, wrap-up time): the first,
+    by name, whose required skills the agent has. Pure."""
+    profile = router.profile(agent_id)
+    for name in sorted(router.queues()):
+        if all(profile.level(skill) >= 1 for skill in router.queue(name).required_skills):
+            return name
+    return None
+
+
+def dial_number(customer_id: str, numbers: Sequence[str], phone: str | None, *, default_region: str) -> str:
+    """The E.164 number to dial: `phone` when it is one of the customer's `numbers` (never
+    a number typed in), else their first. CenterError naming `phone` otherwise. Pure."""
+    numbers = [n for n in numbers if n]
+    if not numbers:
+        raise CenterError("bad_field", f"customer {customer_id} has no phone number", field="phone")
+    if phone is None:
+        chosen = numbers[0]
+    else:
+        wanted = normalize_phone(phone, default_region=default_region)
+        if wanted is None:
+            raise CenterError("bad_field", f"phone {phone!r} is not a phone number", field="phone")
+        if wanted not in numbers:
+            raise CenterError("bad_field", f"phone {phone!r} is not one of the customer's numbers", field="phone")
+        chosen = wanted
+    e164 = normalize_phone(chosen, default_region=default_region)
+    if e164 is None:
+        raise CenterError("bad_field", f"the customer's number {chosen!r} cannot be dialled", field="phone")
+    return e164
+
+
+def _match_ids(identity: CallerIdentity) -> tuple[str, ...]:
+    return tuple(m.customer_id for m in identity.matches)
+
+
+def _check_pick(customer_id: str, matches: Sequence[str]) -> None:
+    if len(matches) < 2:
+        raise CenterError("nothing_to_pick", "only calls whose number several customers share offer a choice",
+                          field="customer_id")
+    if customer_id not in matches:
+        raise CenterError("bad_field", f"customer {customer_id!r} is not one of the customers the pop offered",
+                          field="customer_id")
+
+
+async def _known(identity: CallerIdentity) -> CallerIdentity:
+    return identity
 
 
 def _caller_name(identity: CallerIdentity) -> str:

@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rtp-ports", help="RTP port range, e.g. 20000-20999")
     serve.add_argument("--rtp-timeout", help="seconds without RTP before a leg is hung up (default 60; 0: never)")
     serve.add_argument("--sip-realm", help="digest realm for phones' registrations (default ctihub)")
+    serve.add_argument("--sip-trunk", help="host:port of the carrier's SIP gateway for outbound calls (default: none)")
     serve.add_argument("--sip-digest-algorithms", help="digest algorithms offered, in order (default SHA-256,MD5)")
     serve.add_argument("--overload-lag-ms", help="event-loop lag at which new calls get 503 (default 250; 0: off)")
     serve.add_argument("--overload-max-setup", help="calls in set-up at which new calls get 503 (default 200; 0: off)")

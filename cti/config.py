@@ -41,6 +41,9 @@ class Settings:
     # The address written into SDP and Contact; derived from sip_host when it is concrete.
     public_address: str = ""
     default_region: str = "GB"
+    # The carrier's SIP gateway (host:port) for outbound legs: click-to-dial and transfers
+    # to outside numbers; empty: none (those requests are refused, naming this setting).
+    sip_trunk: str = ""
     sip_realm: str = "ctihub"
     # Digest algorithms offered to phones, in preference order (RFC 8760: SHA-256 first);
     # "MD5" alone for phone fleets that know nothing else.
@@ -116,6 +119,7 @@ _SETTINGS = {
     "public_address": ("--public-address", "CTIHUB_PUBLIC_ADDRESS"),
     "default_region": ("--default-region", "CTIHUB_DEFAULT_REGION"),
     "sip_realm": ("--sip-realm", "CTIHUB_SIP_REALM"),
+    "sip_trunk": ("--sip-trunk", "CTIHUB_SIP_TRUNK"),
     "sip_digest_algorithms": ("--sip-digest-algorithms", "CTIHUB_SIP_DIGEST_ALGORITHMS"),
     "overload_lag_ms": ("--overload-lag-ms", "CTIHUB_OVERLOAD_LAG_MS"),
     "overload_max_setup": ("--overload-max-setup", "CTIHUB_OVERLOAD_MAX_SETUP"),
@@ -183,6 +187,7 @@ def load_settings(flags: Mapping[str, object], environ: Mapping[str, str] | None
         public_address=_host("public_address", text("public_address", "")) if text("public_address", "") else "",
         default_region=_region(text("default_region", "GB")),
         sip_realm=_realm(text("sip_realm", "ctihub")),
+        sip_trunk=_sip_trunk(text("sip_trunk", "")),
         sip_digest_algorithms=_algorithms(text("sip_digest_algorithms", "SHA-256,MD5")),
         overload_lag_ms=_number("overload_lag_ms", text("overload_lag_ms", "250"), 0, 60_000, "milliseconds"),
         overload_max_setup=int(_number("overload_max_setup", text("overload_max_setup", "200"), 0, 100_000, "calls", whole=True)),
@@ -287,6 +292,17 @@ def _region(value: str) -> str:
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(setting_label("default_region"), f"{value!r} is not an ISO 3166 region code that phone numbers use")
     return region
+
+
+def _sip_trunk(value: str) -> str:
+    if not value:
+        return ""
+    from cti.calls.outbound import TrunkError, parse_trunk
+
+    try:
+        return str(parse_trunk(value))
+    except TrunkError as err:
+        raise ConfigError(setting_label("sip_trunk"), f"{err} (expected host:port of the carrier's SIP gateway)") from None
 
 
 def _realm(value: str) -> str:

@@ -26,6 +26,7 @@ from routing.facts import (
     Fact,
     OfferAccepted,
     OfferRejected,
+    OutboundStarted,
     QueueConfigured,
     RulesChanged,
     TimePassed,
@@ -46,6 +47,7 @@ from routing.model import (
 KINDS: dict[type, str] = {
     ContactArrived: "contact_arrived",
     ContactAbandoned: "contact_abandoned",
+    OutboundStarted: "outbound_started",
     OfferAccepted: "offer_accepted",
     OfferRejected: "offer_rejected",
     ContactFinished: "contact_finished",
@@ -202,6 +204,8 @@ def fact_data(fact: Fact) -> dict[str, Any]:
             }
         case ContactAbandoned() | ContactFinished():
             d = {"contact_id": fact.contact_id}
+        case OutboundStarted():
+            d = {"contact_id": fact.contact_id, "agent_id": fact.agent_id, "queue": fact.queue}
         case OfferAccepted() | OfferRejected():
             d = {"contact_id": fact.contact_id, "agent_id": fact.agent_id}
         case AgentLoggedIn() | AgentLoggedOut() | WrapUpDone():
@@ -241,6 +245,8 @@ def fact_from_data(d: Mapping[str, Any], now: float) -> Fact:
             )
         if kind == "contact_abandoned":
             return ContactAbandoned(contact_id=d["contact_id"], now=now)
+        if kind == "outbound_started":
+            return OutboundStarted(contact_id=d["contact_id"], agent_id=d["agent_id"], queue=d["queue"], now=now)
         if kind == "contact_finished":
             return ContactFinished(contact_id=d["contact_id"], now=now)
         if kind == "offer_accepted":

@@ -112,8 +112,17 @@ class RulesChanged:
     now: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundStarted:
+    contact_id: str
+    agent_id: str
+    queue: str
+    now: float
+
+
 Fact = (
     ContactArrived
+    | OutboundStarted
     | ContactAbandoned
     | OfferAccepted
     | OfferRejected
@@ -144,6 +153,8 @@ def apply(router: Router, fact: Fact) -> list[Command]:
                 preferred_agent=fact.preferred_agent,
                 preferred_for_s=fact.preferred_for_s,
             )
+        case OutboundStarted():
+            return router.outbound_started(fact.contact_id, fact.agent_id, fact.queue, fact.now)
         case ContactAbandoned():
             return router.contact_abandoned(fact.contact_id, fact.now)
         case OfferAccepted():

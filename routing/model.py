@@ -33,8 +33,9 @@ _S = AgentState
 # asked for (AVAILABLE or AWAY).
 AGENT_TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
     _S.OFFLINE: frozenset({_S.AWAY}),
-    _S.AWAY: frozenset({_S.AVAILABLE, _S.AWAY, _S.OFFLINE}),
-    _S.AVAILABLE: frozenset({_S.RESERVED, _S.AWAY, _S.OFFLINE}),
+    # AVAILABLE, AWAY or WRAP_UP -> BUSY: the agent places an outbound call (`outbound_started`).
+    _S.AWAY: frozenset({_S.AVAILABLE, _S.AWAY, _S.OFFLINE, _S.BUSY}),
+    _S.AVAILABLE: frozenset({_S.RESERVED, _S.AWAY, _S.OFFLINE, _S.BUSY}),
     # out of RESERVED: accepted, or rejected while holding other chats (BUSY); rejected,
     # timed out or withdrawn (AVAILABLE, or the AWAY / OFFLINE asked for meanwhile, or
     # AWAY 'missed'); logged out.
@@ -42,7 +43,7 @@ AGENT_TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
     # out of BUSY: another chat offered (RESERVED); the last contact finished (WRAP_UP,
     # AVAILABLE, or the AWAY / OFFLINE asked for meanwhile); logged out.
     _S.BUSY: frozenset({_S.RESERVED, _S.WRAP_UP, _S.AVAILABLE, _S.AWAY, _S.OFFLINE}),
-    _S.WRAP_UP: frozenset({_S.AVAILABLE, _S.AWAY, _S.OFFLINE}),
+    _S.WRAP_UP: frozenset({_S.AVAILABLE, _S.AWAY, _S.OFFLINE, _S.BUSY}),
 }
 
 

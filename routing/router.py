@@ -384,6 +384,35 @@ class Router:
         self._dispatch(now, out)
         return self._done(out)
 
+    def outbound_started(self, contact_id: str, agent_id: str, queue: str, now: float) -> list[Command]:
+        """The agent places an outbound call: a voice contact accepted by them at once,
+        so they are BUSY (no offers) until it finishes, then wrap up as after any
+        contact of `queue`. Refused while an offer is pending or they hold a contact."""
+        if queue not in self._queues:
+            raise RoutingError("unknown_queue", f"no queue {queue!r}")
+        if contact_id in self._contacts:
+            raise RoutingError("duplicate_contact", f"contact {contact_id!r} is already routed")
+        agent = self._agent(agent_id)
+        if agent.state is _S.OFFLINE:
+            raise RoutingError("not_logged_in", f"agent {agent_id!r} is offline")
+        if agent.offered is not None or agent.handling:
+            raise RoutingError("agent_busy", f"agent {agent_id!r} is offered or holds a contact")
+        self._set_now(now)
+        self._seq += 1
+        contact = ContactRecord(
+            contact_id=contact_id, queue=queue, channel="voice", arrived=now, entered=now, seq=self._seq,
+            priority=0, requirements=[], agent=agent_id, accepted=True, accepted_at=now,
+        )
+        self._contacts[contact_id] = contact
+        if agent.wrap_until is not None:
+            self._end_wrap(agent, now)
+        agent.handling.append(contact_id)
+        agent.idle_since = now
+        out: list[Command] = []
+        self._settle(agent, now, out, forget=False)
+        self._dispatch(now, out)
+        return self._done(out)
+
     def contact_abandoned(self, contact_id: str, now: float) -> list[Command]:
         """Waiting: removed. Offered: the offer is withdrawn and the agent released.
         An accepted contact cannot be abandoned (it finishes)."""

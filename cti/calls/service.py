@@ -21,9 +21,11 @@ from typing import Protocol
 
 from cti.calls.agent_leg import AgentLeg, AgentLegEnd, AgentLegState
 from cti.calls.leg import ALLOWED_METHODS, CallerLeg, LegEnd, LegState
+from cti.calls.outbound import Trunk, failure_of, sipfrag, trunk_leg
+from cti.calls.outbound_calls import DialCalls
 from cti.media.dtmf import DtmfError, DtmfReceiver, parse_sip_info_dtmf
 from cti.media.endpoint import MediaPorts, RtpEndpoint
-from cti.media.player import Player
+from cti.media.player import MUSIC_GRACE_S, Player
 from cti.media.rtp import RtpError, parse_rtp
 from cti.media.sounds import HOLD_WAV, RECORDING_NOTICE_WAV
 from cti.media.ports import PortsExhausted
@@ -48,6 +50,13 @@ class CallSink(Protocol):
     def hold_changed(self, call_id: str, *, held: bool) -> None: ...
     def transferred(self, call_id: str, *, to_queue: str, to_number: str) -> bool: ...
     async def call_ended(self, call_id: str, *, ended_by: str) -> None: ...
+    # Outbound: a REFER's number (E.164, or None when refused), a transfer to a number
+    # that failed, and click-to-dial's progress.
+    def outside_number(self, call_id: str, number: str) -> str | None: ...
+    def transfer_failed(self, call_id: str, *, number: str, failure: str, status: int) -> None: ...
+    def dial_ringing(self, call_id: str) -> None: ...
+    def dial_answered(self, call_id: str) -> None: ...
+    def dial_failed(self, call_id: str, *, side: str, failure: str, status: int) -> None: ...
 
 
 PhoneLookup = Callable[[str], Awaitable[Sequence[Binding]]]
@@ -99,6 +108,14 @@ class Call:
     caller_sdp_version: int = 1
     agent_sdp_version: int = 1
     taps: list[MediaTap] = field(default_factory=list)
+    # A transfer to an outside number in progress: the leg to the trunk rings while the
+    # caller hears music and the agent's leg stays, until it answers (then it takes the
+    # agent's place) or fails (the caller is back with the agent).
+    outbound: AgentLeg | None = None
+    outbound_media: RtpEndpoint | None = None
+    outbound_number: str = ""
+    outbound_timer: asyncio.TimerHandle | None = None
+    refer_leg: AgentLeg | None = None  # the phone that asked by REFER: it hears the outcome by NOTIFY
 
 
 @dataclass
@@ -114,6 +131,9 @@ class VoiceService:
     hold_sound: Path = HOLD_WAV
     notice_sound: Path = RECORDING_NOTICE_WAV
     rtp_timeout_s: float = 0.0  # 0: off; otherwise a leg silent this long is hung up
+    trunk: Trunk | None = None  # the carrier's gateway for outbound legs; None: no outside numbers
+    outbound_ring_s: float = 45.0  # an outside number that rings this long is given up (CANCEL)
+    dials: DialCalls = field(init=False)  # click-to-dial calls
     _calls: dict[str, Call] = field(default_factory=dict)
     # Every agent leg still alive, by its own Call-ID, with the caller's Call-ID. A leg
     # that was given up stays here until its final response, even after its call ended.
@@ -124,6 +144,9 @@ class VoiceService:
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
     _watchdog: "asyncio.Task[None] | None" = None
 
+    def __post_init__(self) -> None:
+        self.dials = DialCalls(voice=self, sink=self.sink, customer_ring_s=self.outbound_ring_s)
+
     @property
     def advertised_port(self) -> int:
         assert self.endpoint is not None
@@ -131,7 +154,7 @@ class VoiceService:
 
     @property
     def active_calls(self) -> int:
-        return len(self._calls)
+        return len(self._calls) + self.dials.active
 
     # --- TransactionUser -------------------------------------------------------------
 
@@ -185,6 +208,8 @@ class VoiceService:
             self._music(call, on=not call.bridged)
 
     def on_response(self, delivered: DeliverResponse) -> None:
+        if self.dials.on_response(delivered):
+            return
         transaction = delivered.transaction
         if transaction in self._invites:
             leg_id = self._invites[transaction]
@@ -198,10 +223,16 @@ class VoiceService:
             self._bye_completed(*bye)
 
     def on_timeout(self, report: ReportTimeout) -> None:
+        if self.dials.on_timeout(report):
+            return
         if report.transaction in self._invites:  # the agent's phone never answered the INVITE
             leg_id = self._invites.pop(report.transaction)
             if leg_id in self._agent_legs:
                 leg, call_id = self._agent_legs[leg_id]
+                call = self._calls.get(call_id)
+                if call is not None and call.outbound is leg:
+                    self._outbound_failed(call, leg, 408)
+                    return
                 self._agent_leg_over(leg, call_id, leg.failed(408))
             return
         bye = self._byes.pop(report.transaction, None)
@@ -336,6 +367,8 @@ class VoiceService:
         leg = self._agent_leg_of(request)
         if leg is not None:
             self._agent_reinvite(delivered, leg)
+            return
+        if self.dials.on_reinvite(delivered):
             return
         self._respond(delivered, 481)  # §12.2.2: an in-dialog request for no dialog we know
 
@@ -486,6 +519,10 @@ class VoiceService:
 
     def _agent_invite_response(self, leg: AgentLeg, call_id: str, response: SipResponse) -> None:
         assert self.endpoint is not None
+        call = self._calls.get(call_id)
+        if call is not None and call.outbound is leg:
+            self._outbound_response(call, leg, response)
+            return
         if response.status < 200:
             if leg.state in (AgentLegState.CALLING, AgentLegState.RINGING):
                 leg.provisional()
@@ -566,6 +603,8 @@ class VoiceService:
                 self._agent_gone(call)
                 self._hang_up(call, ended_by="agent")
             return
+        if self.dials.on_bye(delivered):
+            return
         self._respond(delivered, 481)
 
     def _cancel(self, delivered: DeliverRequest) -> None:
@@ -629,6 +668,16 @@ class VoiceService:
             return
         number = target.user or ""
         flow = self.flows.for_number(number)
+        if flow is None and self.trunk is not None and call.outbound is None:
+            outside = self.sink.outside_number(call.leg.call_id, number)
+            if outside is not None:
+                # An outside number: the outcome comes by NOTIFY once the number answers
+                # or fails; the phone stays with the caller until then.
+                self._respond(delivered, 202)
+                self._notify(leg, sipfrag(100), final=False)
+                if not self.transfer_to_number(call.leg.call_id, outside, refer_leg=leg):
+                    self._notify(leg, sipfrag(503), final=True)
+                return
         self._respond(delivered, 202)
         self._notify(leg, "SIP/2.0 100 Trying", final=False)
         if flow is None or not self.sink.transferred(call.leg.call_id, to_queue=flow.queue, to_number=number):
@@ -662,6 +711,8 @@ class VoiceService:
 
     def hang_up(self, call_id: str) -> None:
         """The agent (from the desktop) ends the call: BYE to both sides."""
+        if self.dials.hang_up(call_id):
+            return
         call = self._calls.get(call_id)
         if call is not None:
             self._hang_up(call, ended_by="agent")
@@ -673,6 +724,8 @@ class VoiceService:
         the relay stops both ways and the caller hears the hold music; the agent's phone
         hears nothing. False when the call is not bridged to an answered agent leg (or
         is already in that state)."""
+        if self.dials.has(call_id):
+            return self.dials.hold(call_id, held=held)
         call = self._calls.get(call_id)
         if call is None or call.agent is None or call.agent.state != AgentLegState.ANSWERED or call.agent_media is None:
             return False
@@ -697,7 +750,126 @@ class VoiceService:
         self._music(call, on=True)
         return True
 
+    def dial(self, *, agent_id: str, bindings: Sequence[Binding], number: str, customer_name: str) -> str | None:
+        """Click-to-dial: ring the agent's phone, then `number` (E.164) through the
+        trunk, and bridge them. The call's id, or None (no phone, no RTP port)."""
+        if not bindings:
+            return None
+        binding = max(bindings, key=lambda b: b.registered_at)  # the device the agent used last
+        return self.dials.start(
+            agent_id=agent_id, target=binding.contact, destination=phone_address(binding), number=number,
+            customer_name=customer_name,
+        )
+
+    def transfer_to_number(self, call_id: str, number: str, *, refer_leg: AgentLeg | None = None) -> bool:
+        """Transfer the caller to an outside number (E.164) through the trunk: the caller
+        hears music while it rings; when it answers, the agent's leg ends (BYE) and the
+        caller is bridged to it (`sink.transferred`); when it fails, the caller is back
+        with the agent (`sink.transfer_failed`). False when the call has no answered
+        agent leg, a transfer is already ringing, or there is no trunk or RTP port."""
+        call = self._calls.get(call_id)
+        if (
+            self.trunk is None or call is None or call.leg.state != LegState.ANSWERED or call.outbound is not None
+            or call.agent is None or call.agent.state != AgentLegState.ANSWERED
+        ):
+            return False
+        try:
+            media = self.media.open()
+        except (PortsExhausted, OSError):
+            log.error("no RTP port for the transfer of %s to %s", call_id, number)
+            return False
+        offer = make_offer(
+            local_address=self.advertised_host, local_port=media.port, session_id=secrets.randbelow(2**31),
+            session_version=1, codecs=(call.codec,) if call.codec is not None else (PCMU, PCMA),
+            telephone_event_pt=call.telephone_event_pt or 101,
+        )
+        leg = trunk_leg(
+            self.trunk, number, local_host=self.advertised_host, local_port=self.advertised_port,
+            presented_number=call.leg.remote.uri.user or "anonymous",
+        )
+        call.outbound, call.outbound_media, call.outbound_number, call.refer_leg = leg, media, number, refer_leg
+        assert self.endpoint is not None
+        transaction = self.endpoint.send_request(leg.invite(serialize_sdp(offer)), leg.destination)
+        leg.invite_transaction = transaction
+        self._invites[transaction] = leg.call_id
+        self._agent_legs[leg.call_id] = (leg, call_id)
+        call.outbound_timer = asyncio.get_running_loop().call_later(self.outbound_ring_s, self._outbound_gave_up, call_id)
+        self._set_bridged(call, False)  # the caller waits with music; the agent hears nothing
+        return True
+
+    def _outbound_response(self, call: Call, leg: AgentLeg, response: SipResponse) -> None:
+        assert self.endpoint is not None
+        if response.status < 200:
+            if leg.state in (AgentLegState.CALLING, AgentLegState.RINGING):
+                leg.provisional()
+            elif leg.state == AgentLegState.CANCELLING:
+                self._send_cancel(leg)
+            return
+        if response.status >= 300:
+            self._outbound_failed(call, leg, response.status)
+            return
+        leg.ack = leg.answered(response)
+        self.endpoint.send_stateless(leg.ack, leg.next_hop())
+        # The outside number answered: it takes the agent's place on the call.
+        media, refer, number = call.outbound_media, call.refer_leg, call.outbound_number
+        if call.outbound_timer is not None:
+            call.outbound_timer.cancel()
+        call.outbound = call.outbound_media = call.outbound_timer = call.refer_leg = None  # the media stays: it moves
+        if refer is not None and refer.state == AgentLegState.ANSWERED:
+            self._notify(refer, sipfrag(200), final=True)
+        self.sink.transferred(call.leg.call_id, to_queue="", to_number=number)
+        self._release_agent(call)
+        call.agent, call.agent_media, call.held = leg, media, False
+        self._bridge(call, response)
+
+    def _outbound_failed(self, call: Call, leg: AgentLeg, status: int) -> None:
+        if leg.state != AgentLegState.ENDED:
+            leg.failed(status)
+        self._agent_legs.pop(leg.call_id, None)
+        self._outbound_over(call, status)
+
+    def _outbound_gave_up(self, call_id: str) -> None:
+        """The outside number rang too long: CANCEL it (its 487 ends the leg later)."""
+        call = self._calls.get(call_id)
+        if call is None or call.outbound is None:
+            return
+        call.outbound_timer = None
+        call.outbound.cancelling(AgentLegEnd.NO_ANSWER)
+        self._send_cancel(call.outbound)
+        self._outbound_over(call, 408)
+
+    def _outbound_over(self, call: Call, status: int) -> None:
+        """The transfer failed: the caller is back with the agent, who hears why."""
+        number = call.outbound_number
+        refer = call.refer_leg
+        self._drop_outbound(call)
+        if refer is not None and refer.state == AgentLegState.ANSWERED:
+            self._notify(refer, sipfrag(status), final=True)
+        if call.agent is not None and call.agent.state == AgentLegState.ANSWERED:
+            self._set_bridged(call, not call.held)
+        self.sink.transfer_failed(call.leg.call_id, number=number, failure=failure_of(status).value, status=status)
+        self._maybe_forget(call.leg.call_id)
+
+    def _release_outbound(self, call: Call) -> None:
+        """The call ends while an outside number rings: CANCEL it."""
+        leg = call.outbound
+        if leg is None:
+            return
+        if leg.state in (AgentLegState.CALLING, AgentLegState.RINGING):
+            leg.cancelling(AgentLegEnd.CANCELLED)
+            self._send_cancel(leg)
+        self._drop_outbound(call)
+
+    def _drop_outbound(self, call: Call) -> None:
+        if call.outbound_timer is not None:
+            call.outbound_timer.cancel()
+        if call.outbound_media is not None:
+            call.outbound_media.on_packet(None)
+            self.media.close(call.outbound_media)
+        call.outbound = call.outbound_media = call.outbound_timer = call.refer_leg = None
+
     def hang_up_all(self) -> None:
+        self.dials.hang_up_all()
         for call in list(self._calls.values()):
             self._hang_up(call, ended_by="hub")
 
@@ -710,6 +882,7 @@ class VoiceService:
         if leg.state != LegState.ANSWERED:
             return
         assert self.endpoint is not None
+        self._release_outbound(call)
         self._ended.setdefault(leg.call_id, ended_by)
         transaction = self.endpoint.send_request(
             leg.bye(via_host=self.advertised_host, via_port=self.advertised_port), leg.next_hop()
@@ -759,6 +932,7 @@ class VoiceService:
         if call.media is not None:
             self.media.close(call.media)
             call.media = None
+        self._release_outbound(call)
         self._release_agent(call)
         self._ended.setdefault(call_id, ended_by)
         self._spawn(self.sink.call_ended(call_id, ended_by=self._ended[call_id]))
@@ -836,7 +1010,7 @@ class VoiceService:
             except (OSError, ValueError) as err:
                 log.warning("no music on hold (%s): %s", self.hold_sound, err)
                 return
-        call.music.start()
+        call.music.start(after_s=MUSIC_GRACE_S)
 
     def start_watchdog(self) -> None:
         """Hang up legs whose RTP stopped for `rtp_timeout_s` (a crashed phone, a lost
@@ -864,6 +1038,7 @@ class VoiceService:
                 if silent:
                     log.warning("call %s: no RTP from the %s for %.0f s; hanging up", call.leg.call_id, " and ".join(silent), self.rtp_timeout_s)
                     self._hang_up_gone_peer(call)
+            self.dials.hang_up_silent(now, self.rtp_timeout_s)
 
     def stop_watchdog(self) -> None:
         if self._watchdog is not None:
@@ -888,14 +1063,15 @@ class VoiceService:
         """A call is forgotten once its caller's leg is over and no agent leg is attached
         (nothing leaks: legs, ports, maps)."""
         call = self._calls.get(call_id)
-        if call is None or call.leg.state != LegState.ENDED or call.agent is not None:
+        if call is None or call.leg.state != LegState.ENDED or call.agent is not None or call.outbound is not None:
             return
         del self._calls[call_id]
         self._ended.pop(call_id, None)
 
     @property
     def agent_legs_alive(self) -> int:
-        return len(self._agent_legs)
+        """UAC legs still alive: agents' phones, outside numbers, click-to-dial's legs."""
+        return len(self._agent_legs) + self.dials.legs_alive
 
     # --- helpers ---------------------------------------------------------------------
 

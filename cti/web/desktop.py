@@ -26,7 +26,7 @@ from aiohttp import web
 from crm_sync.store import CrmStore
 from cti.agents.sessions import Session
 from cti.audit import MAX_LISTED, ProfileAudit
-from cti.center import ContactCenter
+from cti.center import CenterError, ContactCenter
 from cti.web.auth import Permission, may
 from cti.web.errors import ApiError
 from cti.web.guard import requires
@@ -59,12 +59,14 @@ DEFAULT_RECENT, MAX_RECENT = 5, 50
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 SENSITIVE_ACCOUNT_FIELDS = ("number",)  # the full trading-account number
 
+CENTER = web.AppKey("desktop_center", ContactCenter)
 CRM = web.AppKey("desktop_crm", CrmStore)
 REGION = web.AppKey("desktop_region", str)
 AUDIT = web.AppKey("desktop_audit", ProfileAudit)
 
 
 def add_desktop_routes(app: web.Application, center: ContactCenter) -> None:
+    app[CENTER] = center
     app[CRM] = center.crm
     app[AUDIT] = ProfileAudit(center.crm.sessions)
     app[REGION] = center.default_region
@@ -74,6 +76,7 @@ def add_desktop_routes(app: web.Application, center: ContactCenter) -> None:
     app.router.add_get("/api/customers", search_customers)
     app.router.add_get("/api/customers/{customer_id}", read_customer)
     app.router.add_get("/api/audit/customer-reads", customer_reads)
+    app.router.add_post("/api/calls/dial", dial)
 
 
 # --- the page: open to all, it holds no data (the login form is on it) ----------------
@@ -173,6 +176,43 @@ async def read_customer(request: web.Request, session: Session) -> web.Response:
     if profile is None:
         raise ApiError(404, "unknown_customer", f"there is no customer {customer_id!r}", field="customer_id")
     return web.json_response(customer_view(profile.to_dict(), sensitive=sensitive), headers=PRIVATE)
+
+
+# What a refused click-to-dial answers: the agent's state or the hub's set-up is in the
+# way (409), the customer is unknown (404), a field is wrong (422).
+DIAL_STATUS = {
+    "no_trunk": 409, "not_logged_in": 409, "agent_busy": 409, "no_phone": 409, "no_queue": 409,
+    "unknown_customer": 404, "missing_field": 422, "bad_field": 422, "no_voice": 503, "no_media": 503,
+}
+
+
+@requires(Permission.AGENT_DESKTOP)
+async def dial(request: web.Request, session: Session) -> web.Response:
+    """Click-to-dial from the customer card: `{"customer_id", "phone"?}`. The number
+    comes from the card (one of the customer's own), never typed; reading it is a
+    profile read, audited as one."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(422, "bad_json", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "bad_json", "the body must be a JSON object")
+    customer_id = body.get("customer_id")
+    if isinstance(customer_id, str) and not CUSTOMER_ID.fullmatch(customer_id):
+        raise ApiError(422, "bad_field", "customer_id must be 1 to 64 letters, digits or _.:-", field="customer_id")
+    try:
+        placed = await request.app[CENTER].dial(session.username, customer_id, body.get("phone"))
+    except CenterError as err:
+        raise ApiError(DIAL_STATUS.get(err.code, 409), err.code, err.detail, field=err.field) from None
+    await request.app[AUDIT].record(
+        [placed["customer_id"]], actor=session.username, role=session.role, action="view", view="masked",
+        found=True, at=datetime.now(UTC), client=request.remote,
+    )
+    audit.info(
+        "click-to-dial by %s (%s) at %s: customer=%s call=%s",
+        session.username, session.role, _now(), placed["customer_id"], placed["call_id"],
+    )
+    return web.json_response(placed, status=201, headers=PRIVATE)
 
 
 @requires(Permission.AUDIT_READ)

@@ -282,6 +282,7 @@ async def _greet(
             **center.agent_status(username),
             "dispositions": list(center.dispositions),
             "transfer_queues": sorted(center.router.queues()),
+            "outbound": center.outbound_ready,
             "stream": first.stream,
             "seq": first.seq,
             "resumed": first.resumed,
@@ -346,6 +347,9 @@ def _handle_agent_message(center: ContactCenter, username: str, text: str) -> di
             contact_id = message.get("contact_id")
             if not isinstance(contact_id, str) or not contact_id:
                 return _field_error(kind, "contact_id", "contact_id is required")
+            if "number" in message:  # an outside number, through the trunk
+                number = center.transfer_to_number(username, contact_id, message.get("number"))
+                return {"type": "ok", "request": kind, "contact_id": contact_id, "number": number}
             queue = message.get("queue")
             if not isinstance(queue, str) or not queue:
                 return _field_error(kind, "queue", "queue is required: the queue to transfer the caller to")
@@ -375,12 +379,26 @@ def _wrap_up_request(text: str) -> dict[str, Any] | None:
         message = json.loads(text)
     except json.JSONDecodeError:
         return None
-    return message if isinstance(message, dict) and message.get("type") == "wrap_up" else None
+    return message if isinstance(message, dict) and message.get("type") in ("wrap_up", "pick_customer") else None
 
 
 async def _answer_wrap_up(
     socket: web.WebSocketResponse, sessions: SessionRegistry, center: ContactCenter, username: str, message: dict[str, Any]
 ) -> None:
+    if message.get("type") == "pick_customer":
+        try:
+            picked = await center.pick_customer(
+                username, customer_id=message.get("customer_id"), contact_id=message.get("contact_id"),
+                interaction_id=message.get("interaction_id"),
+            )
+            answer: dict[str, Any] = {"type": "ok", "request": "pick_customer", **picked}
+        except CenterError as err:
+            answer = _center_error("pick_customer", err)
+        try:
+            await (sessions.send(username, answer) if answer["type"] == "ok" else socket.send_json(answer))
+        except (ConnectionError, RuntimeError):
+            log.info("pick answer for %s not delivered: the websocket closed", username)
+        return
     try:
         stored = await center.wrap_up(
             username,

@@ -86,7 +86,7 @@ def test_logout_from_any_logged_in_state_and_offline_request() -> None:
 def test_transition_table_covers_every_state_and_forbids_skipping_login() -> None:
     assert set(AGENT_TRANSITIONS) == set(AgentState)
     assert S.AVAILABLE not in AGENT_TRANSITIONS[S.OFFLINE]
-    assert S.BUSY not in AGENT_TRANSITIONS[S.AVAILABLE]  # only through an offer
+    assert S.BUSY not in AGENT_TRANSITIONS[S.OFFLINE]  # an offer or an outbound call, once logged in
     for state in AgentState:
         if state is not S.OFFLINE:
             assert S.OFFLINE in AGENT_TRANSITIONS[state]

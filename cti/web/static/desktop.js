@@ -22,6 +22,8 @@
     dispositions: [], // from `hello`: the wrap-up codes this hub accepts
     picked: null, // the customer chosen among several matches of the offered number
     viewing: null, // the customer id shown in the search's customer view
+    viewed: null, // that customer's profile, whose numbers the Call buttons dial
+    outbound: false, // from `hello`: the hub has a trunk (Call buttons, transfer to a number)
     held: false, // the caller is on hold (from this desk or the agent's phone)
     stream: null, // from `hello`, with `seq`: where to resume after a dropped connection
     seq: null,
@@ -170,7 +172,12 @@
       case "error": return failed(message);
       case "recording_status": return recordingIs(message.recording, message.paused);
       case "agent.state_changed": return stateIs(data.state, data.reason);
-      case "call.answered": if (desk.pop && data.call_id === desk.pop.call_id) startCall(); return;
+      case "call.answered":
+        if (desk.call && desk.call.outbound && data.call_id === desk.call.call_id) return connected();
+        if (desk.pop && data.call_id === desk.pop.call_id) startCall();
+        return;
+      case "dial_progress": return dialProgress(message);
+      case "transfer_failed": if (ours(message)) transferFailed(message); return;
       case "call.ended": if (desk.call && (desk.call.call_id === null || data.call_id === desk.call.call_id)) endCall(); return;
       case "recording.started":
       case "recording.resumed": if (ours(data)) recordingIs(true, false); return;
@@ -196,6 +203,8 @@
       desk.pop = null;
     }
     desk.dispositions = message.dispositions || [];
+    desk.outbound = Boolean(message.outbound);
+    for (const id of ["transfer-number", "transfer-number-label", "transfer-number-hint"]) show(id, desk.outbound);
     const targets = $("transfer-queue");
     targets.replaceChildren(...(message.transfer_queues || []).map((q) => el("option", { value: q, text: q })));
     const select = $("disposition");
@@ -321,6 +330,10 @@
       desk.pop = null;
     } else if (message.request === "wrap_up") {
       wrapupSaved(message);
+    } else if (message.request === "transfer" && message.number && desk.call) {
+      $("call-error").textContent = `Transferring to ${message.number}: the caller hears music until it answers.`;
+    } else if (message.request === "pick_customer") {
+      $("card-title").textContent = message.stored ? "Caller (customer saved on the call)" : "Caller (chosen)";
     }
   }
 
@@ -329,6 +342,7 @@
     switch (message.request) {
       case "accept": case "reject": return offerProblem(text);
       case "wrap_up": return wrapupFailed(message);
+      case "pick_customer": $("card-title").textContent = `Caller (not saved: ${text})`; return;
       case "set_state": $("state-error").textContent = text; return;
       default: $("call-error").textContent = text;
     }
@@ -356,6 +370,7 @@
   function showCall() {
     $("call-with").textContent = desk.call.name;
     $("call-error").textContent = "";
+    dialStatus("");
     recordingIs(false, false);
     holdIs(false);
     show("call-panel", true);
@@ -490,9 +505,16 @@
     if (!answer.ok) { $("card").replaceChildren(el("p", { class: "error", text: answer.body.detail || "Could not load the customer." })); return; }
     show("matches", false);
     $("card").replaceChildren(customerCard(answer.body));
+    if (desk.pop) {
+      // The interaction is stored with this customer (docs/websocket.md, pick_customer).
+      send({ type: "pick_customer", contact_id: desk.pop.contact_id, customer_id: customerId });
+    }
     if (desk.pop && !desk.call) {
       desk.picked = answer.body;
       $("offer-caller").textContent = `${answer.body.name} · ${desk.pop.caller_e164 || desk.pop.caller}`;
+    } else if (desk.call) {
+      desk.call.name = answer.body.name;
+      $("call-with").textContent = answer.body.name;
     }
   }
 
@@ -581,10 +603,23 @@
     desk.viewing = customerId;
     const answer = await api(`/api/customers/${encodeURIComponent(customerId)}?recent=10`);
     const view = $("customer-view");
+    desk.viewed = answer.ok ? answer.body : null;
     if (!answer.ok) { view.replaceChildren(el("p", { class: "error", text: answer.body.detail || "Could not load the customer." })); }
-    else view.replaceChildren(customerCard(answer.body));
+    else view.replaceChildren(dialButtons(answer.body), customerCard(answer.body));
     $("customer-title").textContent = answer.ok ? `Customer: ${answer.body.name}` : "Customer";
     show("customer-panel", true);
+  }
+
+  // One Call button per number on the card: the agent never types the customer's number.
+  function dialButtons(c) {
+    if (!desk.outbound) return el("p", { id: "customer-error", class: "error", role: "alert" });
+    const phones = (c.phones || []).filter((p) => p.e164);
+    return el("div", { class: "dial" },
+      phones.length
+        ? phones.map((p) => el("button", { type: "button", class: "primary", "data-dial": p.e164,
+            "aria-label": `Call ${c.name} on ${p.e164} (${words(p.kind)})`, text: `Call ${p.e164} (${words(p.kind)})` }))
+        : el("p", { class: "muted", text: "No phone number on record." }),
+      el("p", { id: "customer-error", class: "error", role: "alert" }));
   }
 
   // --- wiring -------------------------------------------------------------------------
@@ -607,16 +642,67 @@
   function transfer(event) {
     event.preventDefault();
     const queue = $("transfer-queue").value;
-    if (!desk.call || !queue) return;
+    const number = $("transfer-number").value.trim();
+    if (!desk.call || (!queue && !number)) return;
     $("call-error").textContent = "";
-    if (!send({ type: "transfer", contact_id: desk.call.contact_id, queue })) {
-      $("call-error").textContent = "Not connected: could not transfer.";
-    }
+    const message = number ? { type: "transfer", contact_id: desk.call.contact_id, number }
+      : { type: "transfer", contact_id: desk.call.contact_id, queue };
+    if (!send(message)) $("call-error").textContent = "Not connected: could not transfer.";
   }
 
   function transferred(data) {
-    say(`Transferred to ${data.to_queue}.`);
+    $("transfer-number").value = "";
+    say(`Transferred to ${data.to_queue || data.to_number}.`);
     endCall();
+  }
+
+  function transferFailed(message) {
+    $("call-error").textContent =
+      `The transfer to ${message.number} failed (${words(message.failure)}, ${message.status}): the caller is back with you.`;
+    say("The transfer failed; the caller is back with you.");
+  }
+
+  // --- click-to-dial ----------------------------------------------------------------
+
+  async function dial(customer, phone) {
+    $("customer-error").textContent = "";
+    if (desk.call || desk.pop) { $("customer-error").textContent = "Finish the call in hand first."; return; }
+    const answer = await api("/api/calls/dial", { method: "POST", json: { customer_id: customer.customer_id, phone } });
+    if (!answer.ok) {
+      $("customer-error").textContent = answer.body.detail || `Could not dial (${answer.status}).`;
+      return;
+    }
+    const placed = answer.body;
+    desk.call = {
+      contact_id: placed.contact_id, call_id: placed.call_id, interaction_id: placed.interaction_id,
+      name: placed.name, caller: placed.number, startedAt: Date.now(), outbound: true, answered: false,
+    };
+    showCall();
+    dialStatus(`Calling your phone first, then ${placed.name} on ${placed.number}…`);
+    say(`Calling ${placed.name}. Your phone rings first.`);
+    $("hangup").focus();
+  }
+
+  function dialStatus(text) {
+    $("dial-status").textContent = text;
+    show("dial-status", Boolean(text));
+  }
+
+  function dialProgress(message) {
+    if (!desk.call || message.call_id !== desk.call.call_id) return;
+    if (message.stage === "ringing") dialStatus(`${desk.call.name} is ringing…`);
+    else if (message.stage === "failed") {
+      const who = message.side === "agent" ? "Your phone" : desk.call.name;
+      dialStatus(`${who}: ${words(message.failure)} (${message.status}). The call is over.`);
+      say(`The call failed: ${words(message.failure)}.`);
+    }
+  }
+
+  function connected() {
+    desk.call.answered = true;
+    desk.call.startedAt = Date.now(); // the timer counts the talk, as for an answered inbound call
+    dialStatus("");
+    say(`Connected to ${desk.call.name}.`);
   }
 
   function wire() {
@@ -631,6 +717,10 @@
     $("transfer-form").addEventListener("submit", transfer);
     $("wrapup-form").addEventListener("submit", saveWrapup);
     $("search-form").addEventListener("submit", search);
+    $("customer-view").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-dial]");
+      if (button && desk.viewed) dial(desk.viewed, button.dataset.dial);
+    });
     $("not-agent-title").setAttribute("tabindex", "-1");
   }
 
