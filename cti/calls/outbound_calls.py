@@ -425,6 +425,10 @@ class DialCalls:
         transaction = endpoint.send_request(leg.bye(), leg.next_hop())
         self._byes[transaction] = leg.call_id
 
+    @property
+    def invites_tracked(self) -> int:
+        return len(self._invites)
+
     def _forget(self, leg_id: str) -> None:
         """A leg is over: nothing of it stays (its answered INVITE's entry neither)."""
         entry = self._legs.pop(leg_id, None)

@@ -560,7 +560,7 @@ class VoiceService:
 
     def _agent_leg_over(self, leg: AgentLeg, call_id: str, end: AgentLegEnd) -> None:
         """The agent's leg ended before it was answered."""
-        self._agent_legs.pop(leg.call_id, None)
+        self._drop_agent_leg(leg.call_id)
         call = self._calls.get(call_id)
         if call is None:
             return
@@ -597,7 +597,9 @@ class VoiceService:
             if leg.state == AgentLegState.ENDING:
                 return  # BYEs crossed; ours completes the leg
             leg.finish(AgentLegEnd.AGENT_BYE)
-            _, caller_call_id = self._agent_legs.pop(leg.call_id)
+            dropped = self._drop_agent_leg(leg.call_id)
+            assert dropped is not None  # `_agent_leg_of` found it there
+            _, caller_call_id = dropped
             call = self._calls.get(caller_call_id)
             if call is not None and call.agent is leg:
                 self._agent_gone(call)
@@ -825,7 +827,7 @@ class VoiceService:
     def _outbound_failed(self, call: Call, leg: AgentLeg, status: int) -> None:
         if leg.state != AgentLegState.ENDED:
             leg.failed(status)
-        self._agent_legs.pop(leg.call_id, None)
+        self._drop_agent_leg(leg.call_id)
         self._outbound_over(call, status)
 
     def _outbound_gave_up(self, call_id: str) -> None:
@@ -900,7 +902,7 @@ class VoiceService:
 
     def _bye_completed(self, call_id: str, side: str) -> None:
         if side == "agent":
-            entry = self._agent_legs.pop(call_id, None)
+            entry = self._drop_agent_leg(call_id)
             if entry is None:
                 return
             leg, caller_call_id = entry
@@ -1067,6 +1069,19 @@ class VoiceService:
             return
         del self._calls[call_id]
         self._ended.pop(call_id, None)
+
+    def _drop_agent_leg(self, leg_id: str) -> tuple[AgentLeg, str] | None:
+        """Forget a UAC leg, and its INVITE's entry: an answered INVITE keeps its entry
+        (a retransmitted 200 must still reach the leg to be ACKed) until the leg ends."""
+        entry = self._agent_legs.pop(leg_id, None)
+        if entry is not None and entry[0].invite_transaction is not None:
+            self._invites.pop(entry[0].invite_transaction, None)
+        return entry
+
+    @property
+    def invites_tracked(self) -> int:
+        """INVITE client transactions still mapped to legs (none once every leg is over)."""
+        return len(self._invites) + self.dials.invites_tracked
 
     @property
     def agent_legs_alive(self) -> int:
