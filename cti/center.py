@@ -860,12 +860,7 @@ class ContactCenter:
             contact_id=contact_id if isinstance(contact_id, str) else None,
         )
         _check_pick(customer_id, handled.matches)
-        try:
-            await asyncio.wait_for(handled.written.wait(), WRAPUP_WAIT_S)
-        except TimeoutError:
-            raise CenterError("interaction_not_written", "the call's interaction is not stored yet; try again") from None
-        if not handled.stored:
-            raise CenterError("interaction_not_written", "the call's interaction could not be stored in the CRM")
+        await _stored(handled)
         try:
             found = await self.crm.update_interaction_customer(
                 handled.interaction_id, customer_id=customer_id, to_outbox=self.sync_to_crm
@@ -898,12 +893,7 @@ class ContactCenter:
         contact = self._contacts.get(handled.contact_id)
         if contact is not None and not contact.ended:
             raise CenterError("call_in_progress", "wrap up after the call has ended")
-        try:
-            await asyncio.wait_for(handled.written.wait(), WRAPUP_WAIT_S)
-        except TimeoutError:
-            raise CenterError("interaction_not_written", "the call's interaction is not stored yet; try again") from None
-        if not handled.stored:
-            raise CenterError("interaction_not_written", "the call's interaction could not be stored in the CRM")
+        await _stored(handled)
         try:
             found = await self.crm.update_interaction_wrapup(
                 handled.interaction_id, disposition=wrap.disposition, to_outbox=self.sync_to_crm
@@ -1501,6 +1491,17 @@ def dial_number(customer_id: str, numbers: Sequence[str], phone: str | None, *, 
 
 def _match_ids(identity: CallerIdentity) -> tuple[str, ...]:
     return tuple(m.customer_id for m in identity.matches)
+
+
+async def _stored(handled: _Handled) -> None:
+    """Wait (a while) for the handled call's interaction to be written: what the agent
+    adds after the call (wrap-up, the picked customer) updates that row."""
+    try:
+        await asyncio.wait_for(handled.written.wait(), WRAPUP_WAIT_S)
+    except TimeoutError:
+        raise CenterError("interaction_not_written", "the call's interaction is not stored yet; try again") from None
+    if not handled.stored:
+        raise CenterError("interaction_not_written", "the call's interaction could not be stored in the CRM")
 
 
 def _check_pick(customer_id: str, matches: Sequence[str]) -> None:

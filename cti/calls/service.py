@@ -524,10 +524,7 @@ class VoiceService:
             self._outbound_response(call, leg, response)
             return
         if response.status < 200:
-            if leg.state in (AgentLegState.CALLING, AgentLegState.RINGING):
-                leg.provisional()
-            elif leg.state == AgentLegState.CANCELLING:
-                self._send_cancel(leg)
+            self._provisional(leg)
             return
         if response.status < 300:
             if leg.ack is not None:  # a retransmitted 2xx: the ACK again (§13.2.2.4)
@@ -799,13 +796,18 @@ class VoiceService:
         self._set_bridged(call, False)  # the caller waits with music; the agent hears nothing
         return True
 
+    def _provisional(self, leg: AgentLeg) -> None:
+        """A 1xx to a leg's INVITE: it rings; one we gave up on meanwhile can now be
+        cancelled (a CANCEL must wait for a provisional response, RFC 3261 §9.1)."""
+        if leg.state in (AgentLegState.CALLING, AgentLegState.RINGING):
+            leg.provisional()
+        elif leg.state == AgentLegState.CANCELLING:
+            self._send_cancel(leg)
+
     def _outbound_response(self, call: Call, leg: AgentLeg, response: SipResponse) -> None:
         assert self.endpoint is not None
         if response.status < 200:
-            if leg.state in (AgentLegState.CALLING, AgentLegState.RINGING):
-                leg.provisional()
-            elif leg.state == AgentLegState.CANCELLING:
-                self._send_cancel(leg)
+            self._provisional(leg)
             return
         if response.status >= 300:
             self._outbound_failed(call, leg, response.status)
